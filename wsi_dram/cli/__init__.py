@@ -1,0 +1,66 @@
+"""The ``wsi-dram`` command line: one module per command, behind one typer app.
+
+Each module in :data:`COMMAND_MODULES` defines ``register(app)``, which adds its
+command(s) to the app. Commands parse options and call library functions; no
+pipeline logic lives here. Errors a user can cause (:class:`WsiDramError`) become
+one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from wsi_dram.errors import WsiDramError
+
+COMMAND_MODULES = [
+    "wsi_dram.cli.slides",  # info, annotations
+    "wsi_dram.cli.synth",  # synth
+    "wsi_dram.cli.preprocess",  # preprocess
+    "wsi_dram.cli.train",  # train, evaluate, visualize
+    "wsi_dram.cli.heatmap",  # heatmap
+]
+
+app = typer.Typer(
+    name="wsi-dram",
+    help="Recurrent visual attention (DRAM) on whole-slide images.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug lines."),
+) -> None:
+    """Recurrent visual attention (DRAM) on whole-slide images."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != _name:
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    """Entry point of the ``wsi-dram`` console script."""
+    try:
+        app()
+    except WsiDramError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True, fg=typer.colors.RED)
+        sys.exit(130)
