@@ -49,7 +49,7 @@ demo-real: $(STAMP)
 	$(BIN)/python -m wsi_dram.demo real --data $(SHARED)/data --out $(DEMO_DIR)/real
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.run --out BENCHMARKS.md
+	$(BIN)/python -m wsi_dram.benchmarks.run --out BENCHMARKS.md
 
 clean:
 	rm -rf $(CACHE) $(DEMO_DIR) .pytest_cache
