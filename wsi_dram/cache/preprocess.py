@@ -1,0 +1,503 @@
+"""Preprocess slides into the cache: pyramid, labels, tile grid, manifest, QC.
+
+For each slide (independently; a failure is recorded and the batch goes on):
+
+1. skip it when ``<slide_id>.ome.zarr`` is complete and both the source signature
+   (size, mtime, hash of the first and last MiB) and the parameters are unchanged
+   (``force`` rebuilds);
+2. open it (:func:`wsi_dram.slides.reader.open_slide`, mpp override allowed),
+   detect tissue (:func:`wsi_dram.tissue.detect_tissue`; none -> failed
+   "no tissue found"), read its annotation when one matches the slide id;
+3. write the pyramid into ``.<slide_id>.ome.zarr.partial`` with Dask
+   (:mod:`wsi_dram.cache.pyramid`), add labels ``tissue`` and ``tumor``, the
+   ``wsi_dram`` attributes with ``complete: true`` last, the tile grid, then
+   rename the store into place; a killed run leaves only a ``.partial`` folder,
+   which the next run deletes;
+4. draw the QC picture ``qc/<slide_id>.png`` and update ``manifest.csv``.
+
+Memory is bounded by the block size times the number of workers: no level is
+ever held whole (the tissue mask and label rasters are small, at ``mask_level``).
+Limits: the source signature covers the main slide file only (not the companion
+files of MRXS/DICOM series); the temp-then-rename step needs a local file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import shapely.geometry
+import zarr
+
+import wsi_dram
+from wsi_dram.cache import pyramid, store, tiles
+from wsi_dram.cache.manifest import ManifestRow, update_manifest
+from wsi_dram.cache.qc import write_qc_png
+from wsi_dram.errors import NoTissueError, WsiDramError
+
+log = logging.getLogger(__name__)
+
+_HASH_BYTES = 1 << 20
+_QC_SIDE = 1200  # long side (px) of the QC picture at most
+
+
+@dataclass
+class PreprocessOptions:
+    """Every parameter of the cache stage (stored in the store's attributes).
+
+    Attributes:
+        chunk: Zarr chunk side in pixels (every level).
+        block: Side of one write task in pixels; a multiple of ``chunk``.
+        codec: ``zstd`` (lossless, every viewer) or ``jpeg`` (smaller; needs
+            wsi-dram's codec to read).
+        quality: JPEG quality.
+        min_side: The pyramid stops at the first level whose long side is < this.
+        margin_um: Chunks with tissue within this distance (µm) are written.
+        mask_mpp: Target pixel size (µm) of the label rasters.
+        patch_size: Tile side of the tile grid, pixels at ``patch_level``.
+        patch_level: Cache level of ``patch_size``.
+        min_tissue: Smallest tissue fraction of a kept tile.
+        workers: Threads of the threaded scheduler.
+        force: Rebuild even when the cache is complete and unchanged.
+        mpp: Micrometres per pixel to use instead of the file's (override).
+        group_map: Annotation group -> label additions (None: default map).
+        tissue: Tissue detection parameters (None: defaults).
+        qc: Write ``qc/<slide_id>.png``.
+    """
+
+    chunk: int = 512
+    block: int = 1024
+    codec: str = "zstd"
+    quality: int = 90
+    min_side: int = 1000
+    margin_um: float = 64.0
+    mask_mpp: float = 8.0
+    patch_size: int = 256
+    patch_level: int = 0
+    min_tissue: float = 0.25
+    workers: int = 2
+    force: bool = False
+    mpp: float | None = None
+    group_map: dict[str, str] | None = None
+    tissue: Any = None
+    qc: bool = True
+    _exclude: tuple[str, ...] = field(default=("workers", "force", "qc"), repr=False)
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that define the cache's content (JSON-ready)."""
+        out = {k: v for k, v in asdict(self).items() if k not in self._exclude}
+        out.pop("_exclude", None)
+        tissue = self.tissue
+        if tissue is not None and hasattr(tissue, "__dataclass_fields__"):
+            out["tissue"] = asdict(tissue)
+        return _jsonable(out)
+
+
+class Progress(Protocol):
+    """What :func:`preprocess` reports to (the CLI draws rich bars from it)."""
+
+    def slide_started(self, slide_id: str, blocks: int) -> None:
+        """A slide's pyramid starts; ``blocks`` tasks are planned."""
+
+    def block_done(self) -> None:
+        """One block task finished."""
+
+    def slide_finished(self, row: ManifestRow) -> None:
+        """A slide is done, skipped or failed."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def source_signature(path: str | Path) -> dict[str, Any]:
+    """(path, size, mtime, sha256 of size + first and last MiB) of a slide file."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    digest = hashlib.sha256(str(stat.st_size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(_HASH_BYTES))
+        if stat.st_size > _HASH_BYTES:
+            f.seek(max(stat.st_size - _HASH_BYTES, _HASH_BYTES))
+            digest.update(f.read(_HASH_BYTES))
+    return {
+        "path": str(path),
+        "size": int(stat.st_size),
+        "mtime": float(stat.st_mtime),
+        "hash": digest.hexdigest(),
+    }
+
+
+def _unchanged(final: Path, signature: dict[str, Any], params: dict[str, Any]) -> bool:
+    attrs = store.read_project_attrs(final)
+    if not attrs or attrs.get("complete") is not True:
+        return False
+    old = attrs.get("source") or {}
+    same_source = all(old.get(k) == signature[k] for k in ("size", "mtime", "hash"))
+    tiles_ok = store.tiles_path(final.parent, str(attrs.get("slide_id"))).exists()
+    return same_source and attrs.get("params") == params and tiles_ok
+
+
+def _skipped_row(final: Path, source: Path, seconds: float) -> ManifestRow:
+    a = store.read_project_attrs(final) or {}
+    return ManifestRow(
+        slide_id=str(a.get("slide_id", source.stem)),
+        source=str(source),
+        status="skipped",
+        width=int(a.get("width", 0)),
+        height=int(a.get("height", 0)),
+        mpp=float(a.get("mpp", 0.0)),
+        levels=int(a.get("levels", 0)),
+        tissue_mm2=float(a.get("tissue_mm2", 0.0)),
+        tumour_mm2=float(a.get("tumour_mm2", 0.0)),
+        tiles=int(a.get("tiles", 0)),
+        seconds=seconds,
+    )
+
+
+def _geojson(geometry: Any) -> Any:
+    if geometry is None:
+        return None
+    return _jsonable(shapely.geometry.mapping(geometry))
+
+
+def preprocess_slide(
+    source: Path,
+    cache_dir: Path,
+    annotations: Path | None = None,
+    options: PreprocessOptions | None = None,
+    scheduler: Any = None,
+    progress: Progress | None = None,
+) -> ManifestRow:
+    """Cache one slide; never raises for a bad slide (status ``failed`` instead).
+
+    Args:
+        source: The slide file.
+        cache_dir: The cache folder.
+        annotations: Folder of annotation files matched by slide id, or None.
+        options: Parameters.
+        scheduler: None (threads) or a ``distributed.Client``.
+        progress: Progress sink, or None.
+
+    Returns:
+        The slide's manifest row (also written to ``manifest.csv`` by
+        :func:`preprocess`).
+    """
+    options = options or PreprocessOptions()
+    t0 = time.perf_counter()
+    source = Path(source)
+    slide_id = source.stem
+    final = store.store_path(cache_dir, slide_id)
+    tmp = final.with_name(f".{final.name}.partial")
+    try:
+        signature = source_signature(source)
+        params = options.params()
+        if not options.force and _unchanged(final, signature, params):
+            log.info("%s: cache complete and source unchanged, skipped", slide_id)
+            return _skipped_row(final, source, time.perf_counter() - t0)
+        row = _build(
+            source,
+            cache_dir,
+            final,
+            tmp,
+            annotations,
+            options,
+            signature,
+            params,
+            scheduler,
+            progress,
+        )
+    except Exception as exc:  # one bad slide must not stop the batch
+        store.remove_store(tmp)
+        if isinstance(exc, NoTissueError):
+            reason = f"no tissue found in {source.name}"
+        elif isinstance(exc, WsiDramError):
+            reason = exc.reason
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            log.debug("%s failed", source, exc_info=True)
+        reason = " ".join(str(reason).split())
+        log.warning("%s: failed: %s", source, reason)
+        return ManifestRow(
+            slide_id=slide_id,
+            source=str(source),
+            status="failed",
+            error=reason,
+            seconds=time.perf_counter() - t0,
+        )
+    row.seconds = time.perf_counter() - t0
+    return row
+
+
+def _build(
+    source: Path,
+    cache_dir: Path,
+    final: Path,
+    tmp: Path,
+    annotations: Path | None,
+    options: PreprocessOptions,
+    signature: dict[str, Any],
+    params: dict[str, Any],
+    scheduler: Any,
+    progress: Progress | None,
+) -> ManifestRow:
+    from wsi_dram.slides.annotations import (
+        DEFAULT_GROUP_MAP,
+        find_annotation,
+        read_annotations,
+    )
+    from wsi_dram.slides.reader import open_slide
+    from wsi_dram.tissue import detect_tissue
+
+    pyramid.check_alignment(options.block, options.chunk)
+    store.make_compressor(options.codec, options.chunk, options.quality)
+    with open_slide(source, mpp=options.mpp) as slide:
+        tissue = detect_tissue(slide, options.tissue)
+        annotation = None
+        ann_path = find_annotation(slide.slide_id, annotations) if annotations else None
+        if ann_path is not None:
+            group_map = {**DEFAULT_GROUP_MAP, **(options.group_map or {})}
+            annotation = read_annotations(
+                ann_path, slide_size=(slide.width, slide.height), group_map=group_map
+            )
+        width, height = slide.width, slide.height
+        level_count = store.level_count_for(width, height, options.min_side)
+        store.remove_store(tmp)
+        store.create_image_store(
+            tmp,
+            slide.slide_id,
+            width,
+            height,
+            slide.mpp,
+            slide.mpp_y,
+            level_count,
+            options.chunk,
+            options.codec,
+            options.quality,
+        )
+        margin_px = options.margin_um / slide.mpp
+        plan = pyramid.plan_blocks(
+            width,
+            height,
+            level_count,
+            slide.level_factors,
+            tissue.mask,
+            tissue.downsample,
+            options.chunk,
+            options.block,
+            margin_px,
+        )
+        if progress is not None:
+            progress.slide_started(slide.slide_id, sum(len(t) for t in plan))
+        on_block = (lambda _n: progress.block_done()) if progress is not None else None
+        chunks = pyramid.write_levels(
+            plan, tmp, source, options.mpp, scheduler, options.workers, on_block
+        )
+        info = _slide_attrs(slide, signature, params, level_count)
+
+    side0 = options.patch_size * 2**options.patch_level
+    mask_level = tiles.mask_level_for(info["mpp"], options.mask_mpp, side0, level_count)
+    shape = tiles.label_shape(width, height, mask_level)
+    mask_ds = float(2**mask_level)
+    tissue_label = tiles.resample_mask(tissue.mask, tissue.downsample, shape, mask_ds)
+    store.write_label(
+        tmp,
+        "tissue",
+        tissue_label,
+        mask_ds,
+        {1: (0, 200, 0, 128)},
+        mpp=(info["mpp"], info["mpp_y"]),
+    )
+    tumor_label = None
+    tumour_mm2 = 0.0
+    if annotation is not None:
+        tumor_label = tiles.rasterize(annotation.tumor, shape, mask_ds)
+        store.write_label(
+            tmp,
+            "tumor",
+            tumor_label,
+            mask_ds,
+            {1: (220, 0, 0, 128)},
+            mpp=(info["mpp"], info["mpp_y"]),
+        )
+        tumour_mm2 = float(annotation.tumor_area_px) * info["mpp"] * info["mpp_y"] / 1e6
+    grid = tiles.tile_grid(
+        width,
+        height,
+        tissue_label,
+        tumor_label,
+        mask_ds,
+        options.patch_size,
+        options.patch_level,
+        options.min_tissue,
+    )
+    tiles.write_tiles(
+        store.tiles_path(cache_dir, info["slide_id"]),
+        grid,
+        {"mpp": info["mpp"], "slide_id": info["slide_id"], "mask_level": mask_level},
+    )
+    info.update(
+        tissue_geojson=_geojson(tissue.geometry),
+        tumor_geojson=None if annotation is None else _geojson(annotation.tumor),
+        annotation=None
+        if annotation is None
+        else {
+            "path": str(annotation.path),
+            "polygons_per_group": _jsonable(dict(annotation.polygons_per_group)),
+            "repairs": list(annotation.repairs),
+            "warnings": list(annotation.warnings),
+        },
+        tissue_mm2=float(tissue.area_mm2),
+        tumour_mm2=tumour_mm2,
+        tiles=len(grid),
+        chunks_written=int(chunks),
+        mask_level=mask_level,
+        tissue_downsample=float(tissue.downsample),
+        complete=True,
+    )
+    root = zarr.open_group(str(tmp), mode="r+", zarr_format=2)
+    root.attrs[store.ATTRS_KEY] = info  # the complete flag is written last
+    backup = final.with_name(f".{final.name}.old")
+    if final.exists():
+        store.remove_store(backup)
+        os.replace(final, backup)
+    os.replace(tmp, final)
+    store.remove_store(backup)
+    if options.qc:
+        _qc(
+            final,
+            cache_dir,
+            tissue.geometry,
+            None if annotation is None else annotation.tumor,
+        )
+    return ManifestRow(
+        slide_id=info["slide_id"],
+        source=str(source),
+        status="done",
+        width=width,
+        height=height,
+        mpp=info["mpp"],
+        levels=level_count,
+        tissue_mm2=info["tissue_mm2"],
+        tumour_mm2=tumour_mm2,
+        tiles=len(grid),
+    )
+
+
+def _slide_attrs(
+    slide: Any, signature: dict[str, Any], params: dict[str, Any], level_count: int
+) -> dict[str, Any]:
+    return {
+        "slide_id": slide.slide_id,
+        "source": signature,
+        "width": int(slide.width),
+        "height": int(slide.height),
+        "mpp": float(slide.mpp),
+        "mpp_y": float(slide.mpp_y),
+        "mpp_source": str(slide.mpp_source),
+        "vendor": str(slide.vendor),
+        "objective_power": slide.objective_power,
+        "properties": {k: str(v) for k, v in slide.properties.items()},
+        "source_level_dimensions": [list(d) for d in slide.level_dimensions],
+        "source_level_downsamples": [float(d) for d in slide.level_downsamples],
+        "source_level_factors": list(slide.level_factors),
+        "levels": level_count,
+        "level_sources": pyramid.source_levels(slide.level_factors, level_count),
+        "params": params,
+        "version": wsi_dram.__version__,
+        "complete": False,
+    }
+
+
+def _qc(final: Path, cache_dir: Path, tissue: Any, tumor: Any) -> None:
+    cached = store.open_cache(final)
+    level = next(
+        (k for k, a in enumerate(cached.levels) if max(a.shape[1:]) <= _QC_SIDE),
+        cached.level_count - 1,
+    )
+    thumb = np.ascontiguousarray(
+        np.asarray(cached.levels[level][...]).transpose(1, 2, 0)
+    )
+    title = f"{cached.slide_id}  tissue {cached.attrs.get('tissue_mm2', 0):.2f} mm2"
+    write_qc_png(
+        Path(cache_dir) / store.QC_DIR / f"{cached.slide_id}.png",
+        thumb,
+        float(2**level),
+        tissue,
+        tumor,
+        title,
+    )
+
+
+def preprocess(
+    slides: Iterable[str | Path],
+    cache_dir: str | Path,
+    annotations: str | Path | None = None,
+    options: PreprocessOptions | None = None,
+    scheduler: Any = None,
+    progress: Progress | None = None,
+) -> list[ManifestRow]:
+    """Cache every slide; record each outcome in ``cache_dir/manifest.csv``.
+
+    Args:
+        slides: Slide files.
+        cache_dir: Output folder (created).
+        annotations: Folder of annotation files (matched by slide id), or None.
+        options: Parameters (defaults: :class:`PreprocessOptions`).
+        scheduler: None for Dask's threaded scheduler, a ``distributed.Client``,
+            or a scheduler address string (a Client is opened and closed here).
+        progress: Progress sink.
+
+    Returns:
+        One row per slide in input order; the manifest is rewritten after each.
+    """
+    options = options or PreprocessOptions()
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    ann = Path(annotations) if annotations is not None else None
+    client, own_client = scheduler, False
+    if isinstance(scheduler, str):
+        from distributed import Client
+
+        client, own_client = Client(scheduler), True
+    rows: list[ManifestRow] = []
+    seen: set[str] = set()
+    try:
+        for source in slides:
+            source = Path(source)
+            if source.stem in seen:
+                row = ManifestRow(
+                    slide_id=source.stem,
+                    source=str(source),
+                    status="failed",
+                    error=f"duplicate slide id {source.stem!r} in this batch",
+                )
+            else:
+                row = preprocess_slide(
+                    source, cache_dir, ann, options, client, progress
+                )
+                update_manifest(cache_dir, [row])
+            if row.status != "failed":
+                seen.add(source.stem)
+            rows.append(row)
+            if progress is not None:
+                progress.slide_finished(row)
+    finally:
+        if own_client:
+            client.close()
+    return rows

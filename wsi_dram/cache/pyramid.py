@@ -1,0 +1,332 @@
+"""Writing the pyramid: which blocks, from which source, by which Dask tasks.
+
+Each cache level k (factor 2**k) is written by one task per chunk-aligned *block*
+(``block`` pixels square, a multiple of the chunk side), levels in order:
+
+- when the slide has a level whose exact factor is 2**k (``Slide.level_factors``),
+  the task copies its stored pixels (``Slide.read_level_region``): no resampling;
+- otherwise (factors 4.0161 without a 2**k match, 1/4/16/32 gaps, single-level
+  slides) it reads the 2x2 parent block of cache level k-1 and takes the 2x2 mean
+  (rounded half up).
+
+Only chunks with tissue within ``margin`` level-0 pixels are written; the others
+stay absent and read as the fill value (white). Writes cover whole chunks (or the
+array's edge), so parallel writers never share a chunk: a block size that is not a
+multiple of the chunk side is refused (:func:`check_alignment`).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import zarr
+from scipy import ndimage
+
+from wsi_dram.errors import ConfigError
+
+ChunkXY = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class BlockTask:
+    """One unit of work: a block of one cache level.
+
+    Attributes:
+        level: Cache level k.
+        x: Block left in level-k pixels (a multiple of the block side).
+        y: Block top in level-k pixels.
+        width: Block width in level-k pixels (smaller at the right edge).
+        height: Block height in level-k pixels.
+        chunks: Top-left (x, y) level-k pixels of the chunks to write.
+        source_level: Slide level to copy from, or None to bin level k-1.
+    """
+
+    level: int
+    x: int
+    y: int
+    width: int
+    height: int
+    chunks: tuple[ChunkXY, ...]
+    source_level: int | None
+
+
+def check_alignment(block: int, chunk: int) -> None:
+    """Refuse write tiles that would split zarr chunks between writers.
+
+    Raises:
+        ConfigError: When ``block`` is not a positive multiple of ``chunk``.
+    """
+    if block <= 0 or chunk <= 0 or block % chunk:
+        raise ConfigError(
+            f"write tile size {block} px is not a multiple of the zarr chunk size "
+            f"{chunk} px: parallel writers would share chunks and overwrite each "
+            "other's pixels (zarr-python#328); use a tile that is a multiple of "
+            "the chunk, e.g. the chunk size itself"
+        )
+
+
+def source_levels(
+    level_factors: Sequence[int | None], level_count: int
+) -> list[int | None]:
+    """For each cache level, the slide level with exact factor 2**k, or None.
+
+    Level 0 always copies slide level 0.
+    """
+    out: list[int | None] = []
+    for k in range(level_count):
+        match = [j for j, f in enumerate(level_factors) if f == 2**k]
+        out.append(match[0] if match else (0 if k == 0 else None))
+    return out
+
+
+def plan_blocks(
+    width: int,
+    height: int,
+    level_count: int,
+    level_factors: Sequence[int | None],
+    tissue_mask: np.ndarray,
+    mask_downsample: float,
+    chunk: int,
+    block: int,
+    margin: float,
+) -> list[list[BlockTask]]:
+    """The block tasks of every level, in level order.
+
+    Args:
+        width: Level-0 width in pixels.
+        height: Level-0 height in pixels.
+        level_count: Number of cache levels.
+        level_factors: Exact integer factor of each slide level (None if none).
+        tissue_mask: Bool (h, w) tissue mask.
+        mask_downsample: Level-0 pixels per mask pixel.
+        chunk: Chunk side (pixels, every level).
+        block: Block side (pixels, a multiple of ``chunk``).
+        margin: Level-0 pixels around tissue that are written too.
+
+    Returns:
+        ``tasks[k]`` = the blocks of level k that hold at least one chunk to write.
+    """
+    check_alignment(block, chunk)
+    grow = int(math.ceil(margin / mask_downsample))
+    mask = tissue_mask.astype(bool)
+    if grow > 0 and mask.any():
+        mask = ndimage.binary_dilation(mask, iterations=grow)
+    # Integral image: any tissue in a rectangle in O(1).
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    sources = source_levels(level_factors, level_count)
+
+    def has_tissue(x0: float, y0: float, x1: float, y1: float) -> bool:
+        c0 = min(max(int(x0 // mask_downsample), 0), mask.shape[1])
+        r0 = min(max(int(y0 // mask_downsample), 0), mask.shape[0])
+        c1 = min(max(int(math.ceil(x1 / mask_downsample)), 0), mask.shape[1])
+        r1 = min(max(int(math.ceil(y1 / mask_downsample)), 0), mask.shape[0])
+        if c1 <= c0 or r1 <= r0:
+            return False
+        total = (
+            integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+        )
+        return bool(total > 0)
+
+    levels: list[list[BlockTask]] = []
+    for k in range(level_count):
+        d = 2**k
+        wk, hk = max(1, width // d), max(1, height // d)
+        tasks = []
+        for by in range(0, hk, block):
+            for bx in range(0, wk, block):
+                bw, bh = min(block, wk - bx), min(block, hk - by)
+                chunks = tuple(
+                    (cx, cy)
+                    for cy in range(by, by + bh, chunk)
+                    for cx in range(bx, bx + bw, chunk)
+                    if has_tissue(
+                        cx * d, cy * d, min(cx + chunk, wk) * d, min(cy + chunk, hk) * d
+                    )
+                )
+                if chunks:
+                    tasks.append(BlockTask(k, bx, by, bw, bh, chunks, sources[k]))
+        levels.append(tasks)
+    return levels
+
+
+# -- per-process handles (threads share them; worker processes open their own) --
+
+_LOCK = threading.Lock()
+_SLIDES: OrderedDict[tuple[str, float | None], Any] = OrderedDict()
+_ARRAYS: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_MAX_SLIDES = 4
+_MAX_ARRAYS = 64
+
+
+def _slide(path: str, mpp: float | None) -> Any:
+    from wsi_dram.slides.reader import open_slide
+
+    key = (path, mpp)
+    with _LOCK:
+        if key in _SLIDES:
+            _SLIDES.move_to_end(key)
+            return _SLIDES[key]
+        slide = open_slide(path, mpp=mpp)
+        _SLIDES[key] = slide
+        while len(_SLIDES) > _MAX_SLIDES:
+            _, old = _SLIDES.popitem(last=False)
+            old.close()
+        return slide
+
+
+def _array(store: str, level: int) -> Any:
+    key = (store, level)
+    with _LOCK:
+        if key in _ARRAYS:
+            return _ARRAYS[key]
+        arr = zarr.open_array(str(Path(store) / str(level)), mode="r+", zarr_format=2)
+        _ARRAYS[key] = arr
+        while len(_ARRAYS) > _MAX_ARRAYS:
+            _ARRAYS.popitem(last=False)
+        return arr
+
+
+def release_handles(store: str | None = None) -> None:
+    """Close cached slide handles and forget array handles (of ``store`` or all)."""
+    with _LOCK:
+        for key in [k for k in _ARRAYS if store is None or k[0] == store]:
+            del _ARRAYS[key]
+        if store is None:
+            for slide in _SLIDES.values():
+                slide.close()
+            _SLIDES.clear()
+
+
+def bin2x2(planar: np.ndarray) -> np.ndarray:
+    """2x2 mean of a (3, 2h, 2w) uint8 block, rounded half up -> (3, h, w)."""
+    c, h2, w2 = planar.shape
+    s = planar.reshape(c, h2 // 2, 2, w2 // 2, 2).astype(np.uint16).sum(axis=(2, 4))
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -> int:
+    """Compute one block and write its selected chunks.
+
+    Args:
+        task: The block.
+        store: The (temporary) store folder being written.
+        slide_path: The source slide (reopened per process).
+        mpp: The mpp override the slide was opened with, if any.
+
+    Returns:
+        Number of chunks written.
+    """
+    x, y, w, h = task.x, task.y, task.width, task.height
+    if task.source_level is not None:
+        slide = _slide(slide_path, mpp)
+        rgb = slide.read_level_region(task.source_level, x, y, w, h)  # (h, w, 3)
+        planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # (3, h, w)
+    else:
+        parent = _array(store, task.level - 1)
+        planar = bin2x2(np.asarray(parent[:, 2 * y : 2 * (y + h), 2 * x : 2 * (x + w)]))
+    arr = _array(store, task.level)
+    chunk = int(arr.chunks[1])
+    for cx, cy in task.chunks:
+        cw, ch = min(chunk, x + w - cx), min(chunk, y + h - cy)
+        arr[:, cy : cy + ch, cx : cx + cw] = planar[
+            :, cy - y : cy - y + ch, cx - x : cx - x + cw
+        ]
+    return len(task.chunks)
+
+
+def write_levels(
+    plan: list[list[BlockTask]],
+    store: Path,
+    slide_path: Path,
+    mpp: float | None,
+    scheduler: Any = None,
+    workers: int = 2,
+    on_block: Callable[[int], None] | None = None,
+) -> int:
+    """Run the block tasks with Dask, one level after the other.
+
+    Args:
+        plan: ``plan_blocks`` output.
+        store: The store folder (absolute; workers open it by path).
+        slide_path: The source slide (absolute).
+        mpp: mpp override for reopening the slide in workers.
+        scheduler: None for the threaded scheduler, or a ``distributed.Client``.
+        workers: Threads for the threaded scheduler.
+        on_block: Called with 1 after each finished block (progress).
+
+    Returns:
+        Chunks written over all levels.
+    """
+    store_s, slide_s = str(Path(store).resolve()), str(Path(slide_path).resolve())
+    total = 0
+    for tasks in plan:
+        if not tasks:
+            continue
+        if scheduler is None:
+            total += _run_threaded(tasks, store_s, slide_s, mpp, workers, on_block)
+        else:
+            total += _run_distributed(tasks, store_s, slide_s, mpp, scheduler, on_block)
+    release_handles(store_s)
+    return total
+
+
+def _run_threaded(
+    tasks: list[BlockTask],
+    store: str,
+    slide_path: str,
+    mpp: float | None,
+    workers: int,
+    on_block: Callable[[int], None] | None,
+) -> int:
+    from dask.callbacks import Callback
+
+    delayed = [
+        dask.delayed(run_block, pure=False)(t, store, slide_path, mpp) for t in tasks
+    ]
+
+    class _Progress(Callback):  # type: ignore[misc]
+        def _posttask(
+            self, key: Any, result: Any, dsk: Any, state: Any, id: Any
+        ) -> None:
+            if on_block is not None and isinstance(result, int):
+                on_block(1)
+
+    with _Progress():
+        counts = dask.compute(
+            *delayed, scheduler="threads", num_workers=max(1, workers)
+        )
+    return int(sum(counts))
+
+
+def _run_distributed(
+    tasks: list[BlockTask],
+    store: str,
+    slide_path: str,
+    mpp: float | None,
+    client: Any,
+    on_block: Callable[[int], None] | None,
+) -> int:
+    from distributed import as_completed
+
+    futures = client.map(
+        run_block, tasks, store=store, slide_path=slide_path, mpp=mpp, pure=False
+    )
+    total = 0
+    try:
+        for future in as_completed(futures):
+            total += int(future.result())
+            if on_block is not None:
+                on_block(1)
+    finally:
+        client.cancel(futures)
+    client.run(release_handles, store)
+    return total
