@@ -149,7 +149,8 @@ def youden_threshold(
     """
     fpr, tpr, thresholds = roc_curve(labels, scores)
     j = tpr[1:] - fpr[1:]  # skip the +inf point
-    best = int(np.argmax(j))  # first maximum = highest threshold
+    # First maximum = highest threshold; J values equal up to rounding tie.
+    best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
     return float(thresholds[1:][best])
 
 

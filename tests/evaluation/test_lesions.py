@@ -1,0 +1,78 @@
+"""Lesion candidates from a heatmap and the detection CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsi_dram.errors import DataError
+from wsi_dram.evaluation.lesions import (
+    lesions_from_heatmap,
+    read_detections_csv,
+    write_detections_csv,
+)
+
+
+def test_peaks_in_level0_pixels_by_decreasing_confidence() -> None:
+    prob = np.zeros((6, 8), dtype=np.float32)
+    prob[1, 1] = 0.9
+    prob[1, 2] = 0.6  # next to the 0.9 peak: suppressed
+    prob[4, 6] = 0.7
+    prob[4, 0] = 0.4  # below the threshold
+    prob[0, 7] = np.nan
+    out = lesions_from_heatmap(
+        prob, origin_xy=(1000, 2000), stride=256, threshold=0.5, min_distance=1
+    )
+    # Cell (r, c) centre: x = 1000 + (c + 0.5) * 256, y = 2000 + (r + 0.5) * 256.
+    assert out == [
+        (pytest.approx(0.9), 1000 + 384, 2000 + 384),
+        (pytest.approx(0.7), 1000 + 1664, 2000 + 1152),
+    ]
+
+
+def test_min_distance_zero_keeps_every_cell_above_threshold() -> None:
+    prob = np.array([[0.6, 0.8], [0.1, 0.55]])
+    out = lesions_from_heatmap(prob, (0, 0), 10, threshold=0.5, min_distance=0)
+    assert [c for c, _, _ in out] == pytest.approx([0.8, 0.6, 0.55])
+    assert [(x, y) for _, x, y in out] == [(15, 5), (5, 5), (15, 15)]
+
+
+def test_suppression_radius_in_cells() -> None:
+    prob = np.zeros((1, 10))
+    prob[0, 2] = 0.9
+    prob[0, 5] = 0.8  # 3 cells away
+    assert len(lesions_from_heatmap(prob, (0, 0), 1, 0.5, min_distance=2)) == 2
+    assert len(lesions_from_heatmap(prob, (0, 0), 1, 0.5, min_distance=3)) == 1
+
+
+def test_plateau_gives_one_candidate() -> None:
+    prob = np.zeros((5, 5))
+    prob[1:4, 1:4] = 1.0
+    out = lesions_from_heatmap(prob, (0, 0), 2, 0.5, min_distance=2)
+    assert out == [(1.0, 3, 3)]  # the first cell in row order, (1, 1)
+
+
+def test_all_nan_heatmap_gives_nothing() -> None:
+    assert lesions_from_heatmap(np.full((3, 3), np.nan), (0, 0), 1, 0.5) == []
+
+
+def test_csv_round_trip_and_header(tmp_path: Path) -> None:
+    path = write_detections_csv(
+        tmp_path / "test_001.csv", [(0.75, 1234.6, 99), (0.5, 10, 20)]
+    )
+    assert path.read_text().splitlines() == ["0.75,1234,99", "0.5,10,20"]
+    assert read_detections_csv(path) == [(0.75, 1234.0, 99.0), (0.5, 10.0, 20.0)]
+    with_header = tmp_path / "h.csv"
+    with_header.write_text("confidence,X,Y\n0.3,1,2\n\n")
+    assert read_detections_csv(with_header) == [(0.3, 1.0, 2.0)]
+
+
+def test_malformed_csv_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0.3,1,2\n0.4,abc,5\n")
+    with pytest.raises(DataError, match=r"bad\.csv: line 2"):
+        read_detections_csv(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_detections_csv(tmp_path / "missing.csv")
