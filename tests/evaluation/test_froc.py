@@ -275,3 +275,40 @@ def test_reading_matches_numpy_interp_on_the_reversed_curve(slides: list) -> Non
     ours = sensitivity_at(fps, sens, rates)
     theirs = np.interp(rates, fps[::-1], sens[::-1])
     np.testing.assert_allclose(ours, theirs)
+
+
+@pytest.mark.realdata
+def test_real_camelyon16_annotation_against_an_independent_rasteriser() -> None:
+    # test_040.xml (official CAMELYON16 lesion annotation, _0 tumour minus _2
+    # exclusions). PIL's scan-line polygon fill, ring by ring, is an
+    # independent rasteriser.
+    from PIL import Image, ImageDraw
+
+    from tests.conftest import DATA, need
+    from wsi_dram.slides.annotations import read_annotations
+
+    xml = need(DATA / "annotations" / "camelyon16" / "test_040.xml")
+    tumour = read_annotations(xml).tumor
+    size = (76000, 107000)  # covers the annotation bbox (to 75056, 106328)
+    ours = rasterize_geometry(tumour, size, level=5)
+
+    reference = np.zeros_like(ours)
+    for part in tumour.geoms:
+        canvas = Image.new("1", (ours.shape[1], ours.shape[0]), 0)
+        draw = ImageDraw.Draw(canvas)
+        rings = [(part.exterior, 1)] + [(r, 0) for r in part.interiors]
+        for ring, value in rings:
+            xy = [(x / 32 - 0.5, y / 32 - 0.5) for x, y in ring.coords]
+            draw.polygon(xy, fill=value)
+        reference |= np.asarray(canvas, dtype=bool)
+    # Pixel-centre sampling keeps the area: 361,017 px against the exact
+    # 369,648,198 / 32**2 = 360,985 px of the geometry.
+    assert np.count_nonzero(ours) == pytest.approx(tumour.area / 32**2, rel=1e-3)
+    # PIL also paints each ring's outline, so it differs on boundary pixels only.
+    differing = np.count_nonzero(ours != reference)
+    assert differing <= 0.03 * np.count_nonzero(reference)
+
+    ev_ours = evaluation_mask(ours)
+    ev_ref = evaluation_mask(reference)
+    assert ev_ours.max_label == ev_ref.max_label > 0
+    assert len(ev_ours.itc_labels) == len(ev_ref.itc_labels)
