@@ -43,10 +43,10 @@ preprocess: $(STAMP)
 		$(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 demo: $(STAMP)
-	$(BIN)/python -m wsi_dram.demo --out $(DEMO_DIR) --scale $(DEMO_SCALE)
+	$(BIN)/wsi-dram demo --out $(DEMO_DIR) --scale $(DEMO_SCALE)
 
 demo-real: $(STAMP)
-	$(BIN)/python -m wsi_dram.demo real --data $(SHARED)/data --out $(DEMO_DIR)/real
+	$(BIN)/wsi-dram demo-real --data $(SHARED)/data --out $(DEMO_DIR)/real --checkpoint $(DEMO_DIR)/runs/synthetic/checkpoints/best.pt
 
 bench: $(STAMP)
 	$(BIN)/python -m wsi_dram.benchmarks.run --out BENCHMARKS.md

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "wsi_dram.cli.preprocess",  # preprocess
     "wsi_dram.cli.train",  # train, evaluate, visualize
     "wsi_dram.cli.heatmap",  # heatmap
+    "wsi_dram.cli.demo",  # demo, demo-real
 ]
 
 app = typer.Typer(
