@@ -360,3 +360,23 @@ def test_slide_info_keys() -> None:
         "macro": [1280, 431],
         "thumbnail": [574, 768],
     }
+
+
+def test_thumbnail_is_exact_block_mean_in_any_band_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import wsi_dram.slides.reader as reader
+
+    path = need(DATA / "slides" / "aperio" / "CMU-1-Small-Region.svs")
+    with open_slide(path) as slide:
+        thumb, downsample = slide.thumbnail(8.0)
+        full = slide.read_region(0, 0, 0, 2220, 2967).astype(np.float64)
+        monkeypatch.setattr(reader, "_THUMBNAIL_BAND_PIXELS", 2220 * 40)
+        banded, _ = slide.thumbnail(8.0)
+    assert downsample == 16.0
+    # 16 x 16 block means of level 0, the partial edge blocks padded with white.
+    padded = np.full((186 * 16, 139 * 16, 3), 255.0)
+    padded[:2967, :2220] = full
+    expected = np.round(padded.reshape(186, 16, 139, 16, 3).mean(axis=(1, 3)))
+    assert np.array_equal(thumb, expected.astype(np.uint8))
+    assert np.array_equal(banded, thumb)

@@ -41,8 +41,8 @@ log = logging.getLogger(__name__)
 
 # Reported downsamples within this relative distance of an integer are integer.
 _INTEGER_TOLERANCE = 1e-9
-# Rows of a level decoded at once when building a thumbnail (bounds memory).
-_THUMBNAIL_BAND_PX = 2048
+# Pixels of a level decoded at once when building a thumbnail (bounds memory).
+_THUMBNAIL_BAND_PIXELS = 16 * 1024 * 1024
 
 
 def composite_over_white(rgba: np.ndarray) -> np.ndarray:
@@ -331,7 +331,7 @@ class Slide:
         lw, lh = self.level_dimensions[level]
         out_w, out_h = -(-lw // k), -(-lh // k)
         out = np.empty((out_h, out_w, 3), dtype=np.uint8)
-        band = max(k, (_THUMBNAIL_BAND_PX // k) * k)
+        band = max(k, (_THUMBNAIL_BAND_PIXELS // max(lw, 1) // k) * k)
         for top in range(0, lh, band):
             rows = min(band, lh - top)
             padded_rows = -(-rows // k) * k
