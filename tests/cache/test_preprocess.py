@@ -1,0 +1,227 @@
+"""End to end: real slides, failures inside a batch, resumability, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+import h5py
+import numpy as np
+import openslide
+import pytest
+from shapely.geometry import box
+
+from tests.cache.helpers import write_tiff
+from tests.conftest import CASES, DATA, need
+from wsi_dram.cache import pyramid, store
+from wsi_dram.cache.manifest import read_manifest
+from wsi_dram.cache.preprocess import PreprocessOptions, preprocess
+
+FIXTURES = DATA / "slides/openslide-python-fixtures"
+
+
+def _mean2(a: np.ndarray) -> np.ndarray:
+    h, w = a.shape[1] // 2, a.shape[2] // 2
+    s = a[:, : 2 * h, : 2 * w].astype(np.uint16)
+    s = s[:, 0::2, 0::2] + s[:, 1::2, 0::2] + s[:, 0::2, 1::2] + s[:, 1::2, 1::2]
+    return ((s + 2) // 4).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def cmu_batch(tmp_path_factory):
+    """CMU-1-Small-Region between two broken slides, one preprocess batch."""
+    cmu = need(DATA / "slides/aperio/CMU-1-Small-Region.svs")
+    src = tmp_path_factory.mktemp("src")
+    local = src / cmu.name
+    shutil.copy(cmu, local)
+    cache = tmp_path_factory.mktemp("cache")
+    slides = [need(FIXTURES / "unopenable.tiff"), local, FIXTURES / "unreadable.svs"]
+    rows = preprocess(slides, cache)
+    return cache, local, rows
+
+
+def test_batch_goes_on_after_bad_slides(cmu_batch):
+    cache, _, rows = cmu_batch
+    assert [(r.slide_id, r.status) for r in rows] == [
+        ("unopenable", "failed"),
+        ("CMU-1-Small-Region", "done"),
+        ("unreadable", "failed"),
+    ]
+    assert "Unsupported TIFF compression" in rows[0].error and "\n" not in rows[0].error
+    assert rows[2].error
+    assert not (cache / "unopenable.ome.zarr").exists()
+    manifest = {r.slide_id: r for r in read_manifest(cache / "manifest.csv")}
+    assert manifest["CMU-1-Small-Region"].status == "done"
+    assert manifest["CMU-1-Small-Region"].levels == 3
+    assert manifest["unreadable"].status == "failed"
+
+
+def test_cmu_pyramid_is_built_and_exact(cmu_batch):
+    cache, local, rows = cmu_batch
+    cached = store.open_cache(cache / "CMU-1-Small-Region.ome.zarr")
+    assert (cached.width, cached.height, cached.mpp) == (
+        2220,
+        2967,
+        pytest.approx(0.499),
+    )
+    assert [tuple(a.shape) for a in cached.levels] == [
+        (3, 2967, 2220),
+        (3, 1483, 1110),
+        (3, 741, 555),
+    ]
+    level0 = np.asarray(cached.levels[0][...])
+    level1 = np.asarray(cached.levels[1][...])
+    assert np.array_equal(level1, _mean2(level0))
+    assert np.array_equal(np.asarray(cached.levels[2][...]), _mean2(level1))
+    ref = np.asarray(openslide.OpenSlide(local).read_region((0, 0), 0, (2220, 2967)))
+    written = (level0 != 255).any(axis=0)
+    assert written.mean() > 0.2
+    assert np.array_equal(level0.transpose(1, 2, 0)[written], ref[..., :3][written])
+    attrs = cached.attrs
+    assert attrs["complete"] is True and attrs["source"]["size"] == local.stat().st_size
+    assert attrs["source_level_downsamples"] == [1.0] and attrs["levels"] == 3
+    assert attrs["tiles"] == rows[1].tiles > 0
+    assert attrs["tissue_mm2"] == pytest.approx(rows[1].tissue_mm2)
+    mask, ds = cached.tissue_mask()
+    assert ds == 2 ** attrs["mask_level"] and mask.shape == (2967 // ds, 2220 // ds)
+    assert cached.tumor_mask() is None
+    with h5py.File(cache / "CMU-1-Small-Region.h5", "r") as f:
+        coords = f["coords"][...]
+        assert coords.shape == (rows[1].tiles, 2) and coords.dtype == np.int64
+        assert (coords % 256 == 0).all() and f["coords"].attrs["patch_size"] == 256
+        assert (f["tissue_fraction"][...] >= 0.25).all()
+    assert (cache / "qc" / "CMU-1-Small-Region.png").stat().st_size > 1000
+
+
+def test_unchanged_slide_is_skipped_and_changed_rebuilt(cmu_batch):
+    cache, local, _ = cmu_batch
+    zattrs = cache / "CMU-1-Small-Region.ome.zarr" / ".zattrs"
+    before = zattrs.stat().st_mtime_ns
+    rows = preprocess([local], cache)
+    assert rows[0].status == "skipped" and rows[0].levels == 3
+    assert zattrs.stat().st_mtime_ns == before
+    stat = local.stat()
+    os.utime(local, (stat.st_atime, stat.st_mtime + 10))
+    assert preprocess([local], cache)[0].status == "done"
+    assert (
+        preprocess([local], cache, options=PreprocessOptions(force=True))[0].status
+        == "done"
+    )
+
+
+def test_killed_run_leaves_no_finished_store(tmp_path, monkeypatch):
+    rgb = np.full((512, 512, 3), 240, np.uint8)
+    rgb[100:400, 100:400] = (170, 60, 150)
+    slide = write_tiff(tmp_path / "kill.tif", rgb)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyramid, "write_levels", crash)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess([slide], tmp_path / "cache")
+    final = tmp_path / "cache" / "kill.ome.zarr"
+    assert not final.exists() and not store.is_complete(final)
+    monkeypatch.undo()
+    rows = preprocess([slide], tmp_path / "cache")
+    assert rows[0].status == "done" and store.is_complete(final)
+    assert not (tmp_path / "cache" / ".kill.ome.zarr.partial").exists()
+
+
+def test_tumour_label_and_fractions_from_asap(tmp_path):
+    rgb = np.full((1024, 1024, 3), 240, np.uint8)
+    rgb[128:896, 128:896] = (170, 60, 150)
+    slide = write_tiff(tmp_path / "t.tif", rgb, mpp=1.0)
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    (ann / "t.xml").write_text(
+        "<ASAP_Annotations><Annotations>"
+        '<Annotation Name="a" Type="Polygon" PartOfGroup="_0"><Coordinates>'
+        '<Coordinate Order="0" X="256" Y="256"/><Coordinate Order="1" X="768" Y="256"/>'
+        '<Coordinate Order="2" X="768" Y="768"/><Coordinate Order="3" X="256" Y="768"/>'
+        "</Coordinates></Annotation>"
+        '<Annotation Name="b" Type="Polygon" PartOfGroup="_2"><Coordinates>'
+        '<Coordinate Order="0" X="256" Y="256"/><Coordinate Order="1" X="512" Y="256"/>'
+        '<Coordinate Order="2" X="512" Y="512"/><Coordinate Order="3" X="256" Y="512"/>'
+        "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+    )
+    rows = preprocess(
+        [slide], tmp_path / "cache", ann, PreprocessOptions(min_side=128, mask_mpp=16.0)
+    )
+    assert rows[0].status == "done", rows[0].error
+    area = box(256, 256, 768, 768).difference(box(256, 256, 512, 512)).area
+    assert rows[0].tumour_mm2 == pytest.approx(area / 1e6)
+    cached = store.open_cache(tmp_path / "cache" / "t.ome.zarr")
+    tumor, ds = cached.tumor_mask()
+    assert ds == 16.0 and int(tumor.sum()) == area / 256
+    assert cached.tumor_geometry.area == pytest.approx(area)
+    with h5py.File(tmp_path / "cache" / "t.h5", "r") as f:
+        coords, fractions = f["coords"][...].tolist(), f["tumor_fraction"][...]
+    frac = {tuple(c): t for c, t in zip(coords, fractions, strict=True)}
+    assert frac[(512, 512)] == 1.0 and frac[(512, 256)] == 1.0
+    assert frac[(256, 256)] == 0.0
+
+
+def test_blank_slide_fails_without_a_store(tmp_path):
+    blank = need(CASES / "tissue-blank-slide-noise/blank_slide.tif")
+    rows = preprocess([blank], tmp_path, options=PreprocessOptions(mpp=1.0))
+    assert rows[0].status == "failed"
+    assert rows[0].error == "no tissue found in blank_slide.tif"
+    assert not (tmp_path / "blank_slide.ome.zarr").exists()
+    assert not (tmp_path / "blank_slide.h5").exists()
+
+
+def test_missing_mpp_fails_with_the_way_to_supply_it(tmp_path):
+    path = need(CASES / "mpp-missing/no_resolution.tif")
+    rows = preprocess([path], tmp_path)
+    assert rows[0].status == "failed" and "--mpp" in rows[0].error
+    assert "mpp" in rows[0].error
+
+
+def test_cli_missing_path_and_empty_glob_exit_2(tmp_path, monkeypatch, capsys):
+    from wsi_dram.cli import main
+
+    for arg in [str(tmp_path / "nope.svs"), str(tmp_path / "*.svs")]:
+        monkeypatch.setattr(
+            sys, "argv", ["wsi-dram", "preprocess", arg, "--cache", str(tmp_path / "c")]
+        )
+        with pytest.raises(SystemExit) as exc:
+            main()
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and arg in err
+
+
+def test_cli_summary_and_nonzero_exit(tmp_path, monkeypatch, capsys):
+    from wsi_dram.cli import main
+
+    rgb = np.full((512, 512, 3), 240, np.uint8)
+    rgb[100:400, 100:400] = (170, 60, 150)
+    good = write_tiff(tmp_path / "good.tif", rgb)
+    bad = need(FIXTURES / "unopenable.tiff")
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "wsi-dram",
+            "preprocess",
+            str(good),
+            str(bad),
+            "--cache",
+            str(tmp_path / "c"),
+            "--workers",
+            "1",
+        ],
+    )
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert (
+        "good" in out and "unopenable" in out and "1 done / 0 skipped / 1 failed" in out
+    )
+    attrs = json.loads((tmp_path / "c" / "good.ome.zarr" / ".zattrs").read_text())
+    assert attrs["wsi_dram"]["complete"] is True
