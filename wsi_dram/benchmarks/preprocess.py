@@ -66,7 +66,8 @@ class _Render:
         rng = np.random.default_rng(1)
         base = np.array([205, 120, 170], np.int16)
         noise = rng.integers(-35, 36, size=(512, 512, 1), dtype=np.int16)
-        nuclei = (rng.random((512, 512, 1)) < 0.04) * np.array([-90, -50, -20], np.int16)
+        dots = rng.random((512, 512, 1)) < 0.04
+        nuclei = dots * np.array([-90, -50, -20], np.int16)
         self.texture = np.clip(base + noise + nuclei, 0, 255).astype(np.uint8)
 
     def __call__(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
@@ -78,8 +79,11 @@ class _Render:
             inside |= ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
         out = np.full((h, w, 3), 243, np.uint8)
         if inside.any():
-            tex = np.take(np.take(self.texture, (np.arange(h) + y) % 512, 0),
-                          (np.arange(w) + x) % 512, 1)
+            tex = np.take(
+                np.take(self.texture, (np.arange(h) + y) % 512, 0),
+                (np.arange(w) + x) % 512,
+                1,
+            )
             out[inside] = tex[inside]
         return out
 
@@ -89,8 +93,16 @@ def make_slide(path: Path, side: int = SIDE) -> float:
     from wsi_dram.slides.tiff_writer import write_pyramidal_tiff
 
     if not path.exists():
-        write_pyramidal_tiff(path, side, side, _Render(side), MPP, tile=512,
-                             compression="jpeg", quality=90)
+        write_pyramidal_tiff(
+            path,
+            side,
+            side,
+            _Render(side),
+            MPP,
+            tile=512,
+            compression="jpeg",
+            quality=90,
+        )
     probe = _Render(256)
     mask = probe(0, 0, 0, 256, 256).min(axis=2) < 243
     return float(mask.mean())
@@ -98,8 +110,9 @@ def make_slide(path: Path, side: int = SIDE) -> float:
 
 def _child(body: str, extra: str = "extra = {}") -> dict[str, Any]:
     code = _CHILD.format(body=body + "\n" + extra)
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -128,8 +141,8 @@ def run_naive(slide: Path, out: Path) -> dict[str, Any]:
 import numpy as np, openslide, zarr, numcodecs
 s = openslide.OpenSlide({str(slide)!r})
 w, h = s.dimensions
-z = zarr.create_array({str(out)!r}, shape=(3, h, w), chunks=(3, 512, 512), dtype='uint8',
-    fill_value=255, zarr_format=2,
+z = zarr.create_array({str(out)!r}, shape=(3, h, w), chunks=(3, 512, 512),
+    dtype='uint8', fill_value=255, zarr_format=2,
     compressors=numcodecs.Blosc(cname='zstd', clevel=5, shuffle=1))
 for y in range(0, h, 512):
     for x in range(0, w, 512):
@@ -147,9 +160,25 @@ def run_vips(slide: Path, out: Path) -> dict[str, Any] | None:
     if vips is None:
         return None
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-c", _VIPS_CHILD, vips, "tiffsave", str(slide), str(out),
-           "--tile", "--pyramid", "--compression", "jpeg", "--Q", "90",
-           "--tile-width", "512", "--tile-height", "512"]
+    cmd = [
+        sys.executable,
+        "-c",
+        _VIPS_CHILD,
+        vips,
+        "tiffsave",
+        str(slide),
+        str(out),
+        "--tile",
+        "--pyramid",
+        "--compression",
+        "jpeg",
+        "--Q",
+        "90",
+        "--tile-width",
+        "512",
+        "--tile-height",
+        "512",
+    ]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     res = dict(json.loads(done.stdout.strip().splitlines()[-1]))
     res["bytes"] = _du(out)
@@ -165,7 +194,7 @@ def codec_table(out_dir: Path) -> list[dict[str, Any]]:
     slide = here.parent / "shared/data/slides/aperio/CMU-1-Small-Region.svs"
     if not slide.exists():
         return []
-    rows = []
+    rows: list[dict[str, Any]] = []
     for codec in ("zstd", "jpeg"):
         cache = out_dir / f"codec_{codec}"
         shutil.rmtree(cache, ignore_errors=True)
@@ -179,8 +208,16 @@ def codec_table(out_dir: Path) -> list[dict[str, Any]]:
         seconds = (time.perf_counter() - t0) / 3
         ref = rows[0]["pixels"] if rows else pixels
         err = float(np.abs(pixels.astype(np.int16) - ref.astype(np.int16)).mean())
-        rows.append({"codec": codec, "bytes": nbytes, "mp_s": pixels[0].size / 1e6 / seconds,
-                     "pixels": pixels, "mae": err})
+        mp_s = pixels[0].size / 1e6 / seconds
+        rows.append(
+            {
+                "codec": codec,
+                "bytes": nbytes,
+                "mp_s": mp_s,
+                "pixels": pixels,
+                "mae": err,
+            }
+        )
     return rows
 
 
@@ -198,25 +235,37 @@ def run(out_dir: Path, side: int = SIDE) -> str:
         f"Synthetic slide {side:,} x {side:,} px (JPEG tiled TIFF, {frac:.0%} tissue,"
         f" {tissue_mp:,.0f} tissue MP); 2 cores; each contender in its own process.",
         "",
-        "| writer | wall s | tissue MP/s | peak RSS MiB | output MiB | ours is faster by |",
+        "| writer | wall s | tissue MP/s | peak RSS MiB | output MiB | ours faster |",
         "|---|---|---|---|---|---|",
     ]
-    for name, res in [("wsi-dram preprocess (zstd, pyramid, tissue only)", ours),
-                      ("naive OpenSlide read_region 512 px loop -> zarr (level 0 only)", naive),
-                      ("libvips `tiffsave --tile --pyramid` (JPEG Q90)", vips)]:
+    contenders = [
+        ("wsi-dram preprocess (zstd, pyramid, tissue only)", ours),
+        ("naive OpenSlide read_region 512 px loop -> zarr (level 0)", naive),
+        ("libvips `tiffsave --tile --pyramid` (JPEG Q90)", vips),
+    ]
+    for name, res in contenders:
         if res is None:
             lines.append(f"| {name} | n/a (vips not installed) | | | | |")
             continue
         ratio = res["seconds"] / ours["seconds"]
-        lines.append(f"| {name} | {res['seconds']:.1f} | {tissue_mp / res['seconds']:.1f} |"
-                     f" {res['peak_mib']:.0f} | {res['bytes'] / 2**20:.0f} | {ratio:.2f}x |")
+        speed = tissue_mp / res["seconds"]
+        lines.append(
+            f"| {name} | {res['seconds']:.1f} | {speed:.1f} | {res['peak_mib']:.0f} |"
+            f" {res['bytes'] / 2**20:.0f} | {ratio:.2f}x |"
+        )
     codecs = codec_table(out_dir)
     if codecs:
-        lines += ["", "Codecs on CMU-1-Small-Region (2220 x 2967, real H&E), level 0:", "",
-                  "| codec | level-0 bytes | decode MP/s (whole level) | mean abs error |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "Codecs on CMU-1-Small-Region (2220 x 2967, real H&E), level 0:",
+            "",
+            "| codec | level-0 bytes | decode MP/s (whole level) | mean abs error |",
+            "|---|---|---|---|",
+        ]
         for c in codecs:
-            lines.append(f"| {c['codec']} | {c['bytes']:,} | {c['mp_s']:.1f} | {c['mae']:.2f} |")
+            lines.append(
+                f"| {c['codec']} | {c['bytes']:,} | {c['mp_s']:.1f} | {c['mae']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
