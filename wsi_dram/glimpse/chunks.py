@@ -348,11 +348,13 @@ def _array_location(array: zarr.Array) -> str:
     return f"{store}/{array.path}#{id(store):x}"
 
 
-# Readers by level location, so arrays reopened from one store share one reader.
+# Readers by level location, so arrays reopened from one store share one reader,
+# and by array identity (holding the array), so a repeated call costs one lookup.
 _MAX_READERS = 4096
 _readers: OrderedDict[tuple[str, tuple[int, ...], tuple[int, ...]], LevelReader] = (
     OrderedDict()
 )
+_readers_by_id: OrderedDict[int, tuple[zarr.Array, LevelReader]] = OrderedDict()
 _readers_lock = threading.Lock()
 _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -362,6 +364,9 @@ def level_reader(array: zarr.Array | LevelReader) -> LevelReader:
     """The (memoised) :class:`LevelReader` of a level array."""
     if isinstance(array, LevelReader):
         return array
+    known = _readers_by_id.get(id(array))
+    if known is not None and known[0] is array:
+        return known[1]
     key = (_array_location(array), tuple(array.shape), tuple(array.chunks))
     with _readers_lock:
         reader = _readers.get(key)
@@ -371,6 +376,9 @@ def level_reader(array: zarr.Array | LevelReader) -> LevelReader:
             if len(_readers) > _MAX_READERS:
                 _readers.popitem(last=False)
         _readers.move_to_end(key)
+        _readers_by_id[id(array)] = (array, reader)
+        if len(_readers_by_id) > _MAX_READERS:
+            _readers_by_id.popitem(last=False)
         return reader
 
 

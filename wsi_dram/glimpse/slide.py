@@ -167,12 +167,13 @@ def read_windows_multi(
         return out
 
     # Plan: every chunk each window overlaps, deduplicated over the batch.
+    corners = origins.tolist()
     plans: list[tuple[int, int, LevelReader, list[tuple[int, int]]]] = []
     needed: dict[tuple[str, int, int], tuple[LevelReader, int, int]] = {}
     for i in range(batch):
         for k in range(scales):
             reader = readers[i][k]
-            x, y = int(origins[i, k, 0]), int(origins[i, k, 1])
+            x, y = corners[i][k]
             cells = chunk_cells(reader, x, y, size, size)
             for row, col in cells:
                 needed[(reader.token, row, col)] = (reader, row, col)
@@ -180,7 +181,7 @@ def read_windows_multi(
     chunks = load_chunks(needed, cache, pool)
 
     for i, k, reader, cells in plans:
-        x, y = int(origins[i, k, 0]), int(origins[i, k, 1])
+        x, y = corners[i][k]
         paste_chunks(out[i, k], reader, x, y, cells, chunks)
     return out  # (B, K, C, g, g)
 
@@ -333,8 +334,9 @@ class SlideSensor:
         self._origins.append(
             window_origins(centres, self.size, self.scales, self.base_level)
         )
-        pixels = torch.from_numpy(windows).to(torch.float32).div_(255.0)
-        return pixels.to(l.device)
+        # numpy's single-threaded multiply beats torch's cast + divide here.
+        pixels = np.multiply(windows, np.float32(1.0 / 255.0), dtype=np.float32)
+        return torch.from_numpy(pixels).to(l.device)
 
     def context(self) -> torch.Tensor:
         """(B, 3, Hc, Wc) float32 in ``[0, 1]``: each field seen whole, coarsely.
