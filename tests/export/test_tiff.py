@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from tests.export.conftest import HOT, SPOT, SPOT_P, SWAPPED, make_wide_heatmap
-from wsi_dram.export.heatmap import Heatmap, colour_lut
+from wsi_dram.export.heatmap import Heatmap, colour_lut, colourize, sample_raster
 from wsi_dram.export.tiff import (
     heatmap_label_array,
     heatmap_renderer,
@@ -103,3 +103,20 @@ def test_label_written_to_store(wide_heatmap: Heatmap, tmp_path: Path) -> None:
     np.testing.assert_array_equal(level0, array)
     assert level0[int(SPOT[1] // 64), int(SPOT[0] // 64)] == 252
     assert "heatmap" in dict(stored["labels"].attrs).get("labels", [])
+
+
+@pytest.mark.parametrize("level", range(7))
+def test_run_length_render_equals_per_pixel_sampling(
+    wide_heatmap: Heatmap, level: int
+) -> None:
+    render = heatmap_renderer(wide_heatmap)
+    d = 2**level
+    for x, y in [
+        (4500 // d, 1900 // d),
+        (0, 0),
+        (19900 // d, 5900 // d),
+        (13000 // d, 4000 // d),
+    ]:
+        fast = render(level, x, y, 256, 200)
+        slow = colourize(sample_raster(wide_heatmap, x, y, 256, 200, d))
+        np.testing.assert_array_equal(fast, slow)

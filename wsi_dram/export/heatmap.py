@@ -228,9 +228,26 @@ class RasterColours:
         s = self.heatmap.stride
         xs = (x + np.arange(w) + 0.5) * downsample
         ys = (y + np.arange(h) + 0.5) * downsample
-        col = np.clip(np.floor((xs - cx) / s), -1, self.heatmap.cols) + 1
-        row = np.clip(np.floor((ys - cy) / s), -1, self.heatmap.rows) + 1
-        return self.lut[self.index[np.ix_(row.astype(np.intp), col.astype(np.intp))]]
+        col = (np.clip(np.floor((xs - cx) / s), -1, self.heatmap.cols) + 1).astype(
+            np.intp
+        )
+        row = (np.clip(np.floor((ys - cy) / s), -1, self.heatmap.rows) + 1).astype(
+            np.intp
+        )
+
+        # Cells are constant over runs of pixels: colour each (row run, col run)
+        # block once, then repeat it (indices are non-decreasing along x and y).
+        row_starts, row_counts = _runs(row)
+        col_starts, col_counts = _runs(col)
+        block = self.lut[self.index[np.ix_(row[row_starts], col[col_starts])]]
+        return np.repeat(np.repeat(block, row_counts, axis=0), col_counts, axis=1)
+
+
+def _runs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start positions and lengths of the runs of equal neighbours in ``values``."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(values)) + 1])
+    counts = np.diff(np.concatenate([starts, [values.size]]))
+    return starts, counts
 
 
 def heatmap_polygons(heatmap: Heatmap, threshold: float) -> MultiPolygon:
