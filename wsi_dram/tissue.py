@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import shapely
@@ -68,6 +69,14 @@ class TissueParams:
         pen_green_hue: (low, high) hue range of green ink, degrees.
         pen_green_min_saturation: green ink is at least this saturated.
         pen_margin_um: ink masks are widened by this distance, in µm.
+        mode: "brightfield" (H&E on white glass: the recipe above),
+            "fluorescence" (signal on a dark background: brightness instead of
+            saturation, no dark floor, no ink filter) or "auto": fluorescence
+            when the thumbnail's median brightest channel is below
+            ``fluorescence_background``.
+        fluorescence_background: see ``mode`` (0-255).
+        min_fluorescence: floor of the Otsu threshold on brightness (0-255) in
+            fluorescence mode.
     """
 
     target_mpp: float = 8.0
@@ -84,6 +93,9 @@ class TissueParams:
     pen_green_hue: tuple[float, float] = (70.0, 190.0)
     pen_green_min_saturation: float = 0.25
     pen_margin_um: float = 16.0
+    mode: Literal["auto", "brightfield", "fluorescence"] = "auto"
+    fluorescence_background: int = 80
+    min_fluorescence: float = 8.0
 
 
 @dataclass
@@ -157,6 +169,21 @@ def pen_mask_rgb(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarra
     return ink
 
 
+def is_fluorescence(rgb: np.ndarray, params: TissueParams) -> bool:
+    """Whether ``rgb`` (h, w, 3) is treated as a fluorescence (dark-field) image."""
+    if params.mode != "auto":
+        return params.mode == "fluorescence"
+    return float(np.median(rgb.max(axis=2))) < params.fluorescence_background
+
+
+def _fluorescence_threshold(brightness: np.ndarray, params: TissueParams) -> float:
+    if params.threshold is not None:
+        return float(params.threshold) * 255.0
+    if float(brightness.max()) <= params.min_fluorescence:
+        return float(params.min_fluorescence)
+    return max(float(threshold_otsu(brightness)), float(params.min_fluorescence))
+
+
 def _saturation_threshold(values: np.ndarray, params: TissueParams) -> float:
     if params.threshold is not None:
         return float(params.threshold)
@@ -189,12 +216,19 @@ def _masks(
     if mpp <= 0:
         raise ValueError(f"mpp must be positive, got {mpp}")
     _, saturation, value = _hsv(rgb)
-    dark = value < params.dark_limit
-    ink = pen_mask_rgb(rgb, mpp, params)
-    excluded = dark | ink
-    saturation = np.where(excluded, 0.0, saturation)
-
-    threshold = _saturation_threshold(saturation[~excluded], params)
+    if is_fluorescence(rgb, params):
+        # Signal on a dark background: brightness plays saturation's part.
+        ink = np.zeros(value.shape, bool)
+        excluded = ink
+        brightness = rgb.max(axis=2).astype(np.float32)
+        threshold = _fluorescence_threshold(brightness, params) / 255.0
+        saturation = brightness / 255.0
+    else:
+        dark = value < params.dark_limit
+        ink = pen_mask_rgb(rgb, mpp, params)
+        excluded = dark | ink
+        saturation = np.where(excluded, 0.0, saturation)
+        threshold = _saturation_threshold(saturation[~excluded], params)
     raw = (saturation > threshold) & ~excluded
     if not raw.any():
         mask = raw

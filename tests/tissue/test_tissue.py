@@ -17,6 +17,7 @@ from wsi_dram.slides.reader import open_slide
 from wsi_dram.tissue import (
     TissueParams,
     detect_tissue,
+    is_fluorescence,
     mask_to_polygons,
     pen_mask_rgb,
     tissue_mask_rgb,
@@ -172,3 +173,31 @@ def test_real_slide_cmu_small_region_against_openslide_thumbnail() -> None:
     iou = (tissue.mask & coloured).sum() / (tissue.mask | coloured).sum()
     assert iou > 0.85
     assert not tissue.mask[:10, -10:].any()
+
+
+def test_fluorescence_blob_on_dark_background_is_found_exactly() -> None:
+    # Dark background with sensor noise (0-10), one bright 40 x 60 block at 120:
+    # "auto" must switch to brightness and find exactly the block.
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 11, size=(120, 160, 3)).astype(np.uint8)
+    rgb[30:70, 50:110, 0] = 120
+    params = TissueParams()
+    assert is_fluorescence(rgb, params)
+    mask = tissue_mask_rgb(rgb, 8.0, params)
+    expected = np.zeros((120, 160), bool)
+    expected[30:70, 50:110] = True
+    assert mask.sum() == 2400
+    assert np.array_equal(mask, expected)
+
+
+def test_fluorescence_ndpi_has_tissue() -> None:
+    path = need(DATA / "slides" / "hamamatsu" / "test3-TRITC-2-560.ndpi")
+    with open_slide(path) as slide:
+        tissue = detect_tissue(slide)
+        thumb, _ = slide.thumbnail(TissueParams().target_mpp)
+    assert is_fluorescence(thumb, TissueParams())
+    # The TRITC signal is brighter than the dark background where tissue is: the
+    # mask's mean brightness must exceed the rest's.
+    bright = thumb.max(axis=2).astype(float)
+    assert bright[tissue.mask].mean() > bright[~tissue.mask].mean() + 5
+    assert 0 < tissue.mask.mean() < 1
