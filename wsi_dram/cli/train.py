@@ -1,0 +1,157 @@
+"""``wsi-dram train``, ``evaluate`` and ``visualize``: the attention model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from wsi_dram.errors import ConfigError
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``evaluate`` and ``visualize`` to the app."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.command("visualize")(visualize_command)
+
+
+def train_command(
+    config: Path = typer.Option(..., "--config", "-c", help="Pipeline TOML file."),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a key, e.g. --set optim.lr=3e-4 (repeatable)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Run folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from last.pt."),
+) -> None:
+    """Train a recurrent attention model (also under torchrun for DDP).
+
+    Writes RUN_DIR/config.toml, metrics.jsonl, checkpoints/last.pt and best.pt,
+    tensorboard/ and train.log. A resumed run continues exactly where it stopped.
+    """
+    from wsi_dram.training import TrainCallbacks, read_train_config, train
+
+    cfg = read_train_config(config, set_)
+    with Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps  loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("train", total=1, epoch=0, loss="-")
+
+        def start(epoch: int, steps: int) -> None:
+            progress.reset(bar, total=steps, epoch=epoch, loss="-")
+
+        def step(epoch: int, done: int, steps: int, loss: float) -> None:
+            progress.update(bar, completed=done, loss=f"{loss:.4f}")
+
+        def end(line: dict[str, Any]) -> None:
+            console.print(
+                f"epoch {line['epoch']}: loss {line['loss']:.4f}  "
+                f"acc {line['accuracy']:.4f}  val acc {line['val_accuracy']:.4f}  "
+                f"({line['seconds']:.1f} s, {line['images_per_s']:.0f} img/s)"
+            )
+
+        summary = train(cfg, out, resume, TrainCallbacks(start, step, end))
+    table = Table(title=f"run {summary['out_dir']}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("best val accuracy (M=1)", f"{summary['best_val_accuracy']:.4f}")
+    table.add_row("best epoch", str(summary["best_epoch"]))
+    if "test" in summary:
+        test = summary["test"]
+        table.add_row("test error (M=1)", f"{test['error_m1']:.4f}")
+        table.add_row(f"test error (M={test['samples']})", f"{test['error']:.4f}")
+    Console().print(table)
+
+
+def evaluate_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A .pt checkpoint."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    samples: int = typer.Option(1, "--samples", "-M", help="Paths averaged (M)."),
+    policy: str = typer.Option("learned", "--policy", help="learned|random|center."),
+    out: Path | None = typer.Option(None, "--out", help="Write report.json here."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Override the task's data folder."
+    ),
+) -> None:
+    """Error and accuracy of a checkpoint, with M=1 and M samples, per class."""
+    from wsi_dram.data.tasks import build_task
+    from wsi_dram.evaluation.classification import evaluate_model
+    from wsi_dram.training.checkpoints import load_model
+    from wsi_dram.training.trainer import pick_device
+
+    if policy not in ("learned", "random", "center"):
+        raise ConfigError(f"--policy {policy!r} is not one of learned, random, center")
+    if samples < 1:
+        raise ConfigError("--samples must be >= 1")
+    model, cfg, _ = load_model(checkpoint)
+    device = pick_device(cfg.train.device)
+    model.to(device)
+    if data_dir is not None:
+        cfg.task.data_dir = data_dir
+    task = build_task(cfg.task, cfg.sensor_spec())
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"evaluate {split}", total=task.size(split))
+        report = evaluate_model(
+            model,
+            task,
+            split,
+            samples,
+            policy,  # type: ignore[arg-type]
+            cfg.train.seed,
+            cfg.train.eval_batch_size,
+            device,
+            lambda done, total: progress.update(bar, completed=done),
+        )
+    report["checkpoint"] = str(checkpoint)
+    table = Table(title=f"{checkpoint} on {split} ({report['n']} images, {policy})")
+    table.add_column("class")
+    table.add_column("accuracy M=1", justify="right")
+    table.add_column(f"accuracy M={samples}", justify="right")
+    for name, acc in report["per_class_accuracy"].items():
+        table.add_row(
+            name, f"{report['per_class_accuracy_m1'][name]:.4f}", f"{acc:.4f}"
+        )
+    table.add_row(
+        "all", f"{report['accuracy_m1']:.4f}", f"{report['accuracy']:.4f}", style="bold"
+    )
+    Console().print(table)
+    Console().print(
+        f"error: {report['error_m1']:.4f} (M=1)  {report['error']:.4f} (M={samples})"
+    )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+def visualize_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A .pt checkpoint."),
+    out: Path = typer.Option(..., "--out", help="Folder for PNGs and GIFs."),
+    n: int = typer.Option(8, "--n", help="Number of images."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Override the task's data folder."
+    ),
+) -> None:
+    """PNG (image, glimpse boxes, class bars) and animated GIF per image."""
+    from wsi_dram.data.tasks import build_task
+    from wsi_dram.export.visualize import write_visualizations
+    from wsi_dram.training.checkpoints import load_model
+
+    model, cfg, _ = load_model(checkpoint)
+    if data_dir is not None:
+        cfg.task.data_dir = data_dir
+    task = build_task(cfg.task, cfg.sensor_spec())
+    files = write_visualizations(model, task, out, n, split, cfg.train.seed)
+    Console().print(f"wrote {len(files)} files to {out}")

@@ -1,0 +1,205 @@
+"""The sub-networks of DRAM/RAM, one small module each, in the papers' notation.
+
+Mnih et al. (2014), "Recurrent Models of Visual Attention", section 3; Ba et al.
+(2015), "Multiple Object Recognition with Visual Attention", section 3:
+
+* ``GlimpseNetwork``  g_t = G_image(x_t) * G_loc(l_t)  ("what" x "where")
+* ``CoreNetwork``     h_t = LSTM(g_t, h_{t-1}), one or two layers
+* ``ContextNetwork``  h^(2)_0 = G_context(coarse view of the field)
+* ``LocationNetwork`` l_{t+1} ~ N(mu(h_t), sigma^2), mu in [-1, 1]
+* ``BaselineNetwork`` b_t = f_b(h_t) (on the detached state)
+* ``ActionNetwork``   p(y | h_T) (class logits)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_stack(in_channels: int, channels: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for out_channels in channels:
+        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU()]
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
+class GlimpseNetwork(nn.Module):
+    """g_t: the K stacked windows ("what") times the location ("where").
+
+    Args:
+        channels: C of the field.
+        size: g.
+        scales: K.
+        conv_channels: output channels of the 3x3 conv layers of the "what"
+            path; empty for a fully connected path (Mnih et al.).
+        hidden_what: width of the fully connected "what" feature when no conv.
+        hidden_where: width of the "where" MLP.
+        hidden: width of g_t.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        size: int,
+        scales: int,
+        conv_channels: list[int],
+        hidden_what: int,
+        hidden_where: int,
+        hidden: int,
+    ) -> None:
+        super().__init__()
+        in_channels = channels * scales
+        self.conv = _conv_stack(in_channels, conv_channels)
+        self.pool = size > 12
+        side = size // 2 if self.pool else size
+        features = (conv_channels[-1] if conv_channels else in_channels) * side * side
+        if not conv_channels:
+            self.conv = nn.Sequential(
+                nn.Flatten(), nn.Linear(features, hidden_what), nn.ReLU()
+            )
+            features = hidden_what
+        self.what = nn.Linear(features, hidden)
+        self.where = nn.Sequential(
+            nn.Linear(2, hidden_where), nn.ReLU(), nn.Linear(hidden_where, hidden)
+        )
+
+    def forward(self, x: Tensor, l: Tensor) -> Tensor:  # noqa: E741
+        """(B, K, C, g, g) windows and (B, 2) locations -> (B, hidden) g_t."""
+        b, k, c, g, _ = x.shape
+        z = self.conv(x.reshape(b, k * c, g, g))  # (B, C', g, g) or (B, h)
+        if z.ndim == 4 and self.pool:
+            z = nn.functional.max_pool2d(z, 2)
+        what = torch.relu(self.what(z.flatten(1)))  # (B, hidden)
+        where = torch.relu(self.where(l))  # (B, hidden)
+        return what * where
+
+
+class ContextNetwork(nn.Module):
+    """G_context: a coarse view of the whole field -> initial upper-layer state."""
+
+    def __init__(
+        self, channels: int, context_size: int, conv_channels: list[int], hidden: int
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        side = context_size
+        for out_channels in conv_channels:
+            layers += [
+                nn.Conv2d(channels, out_channels, 3, padding=1),
+                nn.ReLU(),
+            ]
+            channels = out_channels
+            if side >= 8:
+                layers.append(nn.MaxPool2d(2))
+                side //= 2
+        self.conv = nn.Sequential(*layers)
+        self.fc = nn.Linear(channels * side * side, hidden)
+
+    def forward(self, view: Tensor) -> Tensor:
+        """(B, C, c, c) coarse view -> (B, hidden)."""
+        return torch.relu(self.fc(self.conv(view).flatten(1)))
+
+
+class RectifierCell(nn.Module):
+    """The core of Mnih et al. for classification: h_t = relu(W_g g_t + W_h h_{t-1})."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.g2h = nn.Linear(hidden, hidden)
+        self.h2h = nn.Linear(hidden, hidden)
+
+    def forward(self, g: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """(B, hidden) input and (h, unused c) -> (h, c)."""
+        h, c = state
+        return torch.relu(self.g2h(g) + self.h2h(h)), c
+
+
+class CoreNetwork(nn.Module):
+    """h_t: a stack of recurrent cells (1 layer for RAM, 2 for DRAM).
+
+    Args:
+        hidden: state width.
+        layers: 1 or 2.
+        cell: "lstm" (Ba et al.) or "rnn" (rectifier units, Mnih et al.).
+    """
+
+    def __init__(self, hidden: int, layers: int, cell: str = "lstm") -> None:
+        super().__init__()
+        make = (
+            (lambda: nn.LSTMCell(hidden, hidden))
+            if cell == "lstm"
+            else (lambda: RectifierCell(hidden))
+        )
+        self.cells = nn.ModuleList(make() for _ in range(layers))
+
+    def forward(
+        self, g: Tensor, state: list[tuple[Tensor, Tensor]]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """One step: g_t (B, hidden) and per-layer (h, c) -> new per-layer (h, c)."""
+        new_state = []
+        x = g
+        for cell, (h, c) in zip(self.cells, state, strict=True):
+            h, c = cell(x, (h, c))
+            new_state.append((h, c))
+            x = h
+        return new_state
+
+
+class LocationNetwork(nn.Module):
+    """l_t: Gaussian policy with fixed sigma over locations in ``[-1, 1]``."""
+
+    def __init__(self, hidden: int, sigma: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden, 2)
+        self.sigma = sigma
+
+    def forward(
+        self, h: Tensor, sample: bool, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Choose the next location.
+
+        Returns:
+            ``(l, log_pi, mu)``: l (B, 2) detached and clamped to ``[-1, 1]``,
+            log_pi (B,) log-density of the sampled l under N(mu, sigma^2) with its
+            gradient into this network (zero when not sampling), mu (B, 2).
+        """
+        mu = torch.tanh(self.fc(h))  # (B, 2)
+        if not sample:
+            return mu.detach(), torch.zeros_like(mu[:, 0]), mu
+        where = generator.device if generator is not None else torch.device("cpu")
+        noise = torch.randn(mu.shape, generator=generator, device=where).to(mu)
+        l = (mu.detach() + self.sigma * noise).detach()  # noqa: E741
+        log_pi = (
+            -((l - mu) ** 2) / (2 * self.sigma**2)
+            - math.log(self.sigma)
+            - 0.5 * math.log(2 * math.pi)
+        ).sum(dim=1)  # (B,)
+        return l.clamp(-1.0, 1.0), log_pi, mu
+
+
+class BaselineNetwork(nn.Module):
+    """b_t: expected reward from the (detached) state."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden, 1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, hidden) -> (B,)."""
+        return self.fc(h.detach()).squeeze(1)
+
+
+class ActionNetwork(nn.Module):
+    """Class logits from the lower (classification) layer's last state."""
+
+    def __init__(self, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """(B, hidden) -> (B, num_classes) logits."""
+        return self.fc(h)
