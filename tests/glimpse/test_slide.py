@@ -172,6 +172,8 @@ def test_field_to_level0_by_hand() -> None:
     out = field_to_level0(torch.tensor([[2.0, 1.0], [-3.0, 0.25]]), fields)
     assert isinstance(out, torch.Tensor)
     np.testing.assert_allclose(out.numpy(), [[164, 264], [0, 625]])
+    with pytest.raises(ValueError, match="finite"):
+        field_to_level0(np.array([[np.nan, 0.0], [0.0, 0.0]]), fields)
     np.testing.assert_allclose(
         level0_to_field([[132, 232], [750, 500]], fields), [[0, 0], [0.5, 0.0]]
     )

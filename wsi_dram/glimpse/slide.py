@@ -230,10 +230,16 @@ def field_to_level0(l: Any, fields: Any) -> Any:  # noqa: E741
     Returns:
         (B, 2) float64 level-0 ``(x, y)`` (continuous), a tensor on ``l``'s device
         when ``l`` is a tensor, else a numpy array.
+
+    Raises:
+        ValueError: On NaN/inf locations (a diverged policy) or a count mismatch.
     """
     is_tensor = isinstance(l, torch.Tensor)
     loc = l.detach().cpu().numpy() if is_tensor else np.asarray(l)
-    loc = np.clip(loc.astype(np.float64).reshape(-1, 2), -1.0, 1.0)
+    loc = loc.astype(np.float64).reshape(-1, 2)
+    if not np.isfinite(loc).all():
+        raise ValueError(f"glimpse locations must be finite, got {loc.tolist()}")
+    loc = np.clip(loc, -1.0, 1.0)
     boxes = _as_fields(fields)
     if len(boxes) != len(loc):
         raise ValueError(f"{len(loc)} locations for {len(boxes)} fields")
