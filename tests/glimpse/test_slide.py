@@ -247,3 +247,21 @@ def test_context_reads_the_best_level_and_pools(store) -> None:
     # Field 1: 48 / 2 = 24 px at level 1; level-1 columns [3, 27), rows [5, 29).
     region = torch.from_numpy(truth[1][:, 5:29, 3:27].astype(np.float32)) / 255
     torch.testing.assert_close(context[1], F.adaptive_avg_pool2d(region, 16))
+
+
+def test_concurrent_batches_through_a_tiny_shared_cache(store) -> None:
+    slide, _ = store
+    rng = np.random.default_rng(7)
+    batches = [rng.uniform(-10, 210, size=(16, 2)) for _ in range(8)]
+    expected = [read_windows(slide.levels, b, 16, 3, 0, ChunkCache()) for b in batches]
+    # Room for 4 decoded chunks only: constant eviction while 4 threads read.
+    tiny = ChunkCache(max_bytes=4 * 3 * CHUNK * CHUNK)
+    with ThreadPoolExecutor(4) as callers:
+        got = list(
+            callers.map(
+                lambda b: read_windows(slide.levels, b, 16, 3, 0, tiny), batches
+            )
+        )
+    for want, have in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(have, want)
+    assert tiny.nbytes <= tiny.max_bytes and tiny.evictions > 0
