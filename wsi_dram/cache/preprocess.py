@@ -209,6 +209,10 @@ def preprocess_slide(
         params = options.params()
         if not options.force and _unchanged(final, signature, params):
             log.info("%s: cache complete and source unchanged, skipped", slide_id)
+            qc_png = Path(cache_dir) / store.QC_DIR / f"{slide_id}.png"
+            if options.qc and not qc_png.exists():  # a run killed before its QC
+                cached = store.open_cache(final)
+                _qc(final, cache_dir, cached.tissue_geometry, cached.tumor_geometry)
             return _skipped_row(final, source, time.perf_counter() - t0)
         row = _build(
             source,
@@ -232,6 +236,8 @@ def preprocess_slide(
             reason = f"{type(exc).__name__}: {exc}"
             log.debug("%s failed", source, exc_info=True)
         reason = " ".join(str(reason).split())
+        if source.name not in reason:  # the row's reason names the file
+            reason = f"{source.name}: {reason}"
         log.warning("%s: failed: %s", source, reason)
         return ManifestRow(
             slide_id=slide_id,
