@@ -51,6 +51,26 @@ def expand_slides(patterns: list[str]) -> list[Path]:
     return out
 
 
+def unannotated(files: list[Path], folder: Path) -> list[str]:
+    """Ids of the slides with no annotation file in ``folder``.
+
+    Raises:
+        DataError: When not one slide has an annotation there (a wrong folder or
+            names that do not match the slide file stems).
+    """
+    from wsi_dram.slides.annotations import find_annotation
+
+    missing = [f.stem for f in files if find_annotation(f.stem, folder) is None]
+    if files and len(missing) == len(files):
+        raise DataError(
+            f"no annotation file matches any of the {len(files)} slide(s) "
+            f"(looked for <slide id>.xml, .geojson or .json, e.g. "
+            f"{files[0].stem}.xml); check the folder or drop --annotations",
+            folder,
+        )
+    return missing
+
+
 def parse_group_map(items: list[str]) -> dict[str, str] | None:
     """``["Tumor=tumor", "_2=exclusion"]`` -> dict (None when empty)."""
     mapping: dict[str, str] = {}
@@ -177,6 +197,16 @@ def register(app: typer.Typer) -> None:
         if annotations is not None and not annotations.is_dir():
             raise DataError("annotation folder not found", annotations)
         files = expand_slides(slides)
+        console = Console(stderr=True)
+        if annotations is not None:
+            missing = unannotated(files, annotations)
+            if missing:
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                console.print(
+                    f"[yellow]warning:[/] {len(missing)} of {len(files)} slide(s) "
+                    f"have no annotation in {annotations} (cached without one): "
+                    f"{shown}"
+                )
         options = PreprocessOptions(
             chunk=chunk,
             block=block,
@@ -186,7 +216,6 @@ def register(app: typer.Typer) -> None:
             mpp=mpp,
             group_map=parse_group_map(group_map),
         )
-        console = Console(stderr=True)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),

@@ -200,7 +200,7 @@ class Slide:
         self._check_level(level)
         try:
             image = self._osr.read_region((int(x), int(y)), level, (width, height))
-        except openslide.OpenSlideError as exc:
+        except (openslide.OpenSlideError, OSError) as exc:  # OSError: Pillow
             raise SlideError(f"pixels unreadable: {exc}", self.path) from exc
         return composite_over_white(np.asarray(image.convert("RGBA")))
 
@@ -384,12 +384,49 @@ def _float_or_none(value: str | None) -> float | None:
         return None
 
 
+def _tiff_damage(path: Path) -> str | None:
+    """Why a TIFF that OpenSlide refused is damaged (e.g. truncated), or None."""
+    import tifffile
+
+    with path.open("rb") as handle:
+        if handle.read(2) not in (b"II", b"MM"):
+            return None
+    size = path.stat().st_size
+    quiet = logging.getLogger("tifffile")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its own "invalid page offset" lines
+    try:
+        with tifffile.TiffFile(path) as tif:
+            end = max(
+                (
+                    o + n
+                    for p in tif.pages
+                    for o, n in zip(p.dataoffsets, p.databytecounts, strict=False)
+                ),
+                default=0,
+            )
+    except (OSError, ValueError, tifffile.TiffFileError) as exc:
+        return f"its TIFF structure is unreadable ({exc})"
+    finally:
+        quiet.setLevel(level)
+    if end > size:
+        return f"its image data runs to byte {end} but the file has {size} bytes"
+    return None
+
+
 def _open_handle(path: Path) -> AbstractSlide:
     """OpenSlide for slide formats, ImageSlide for plain images."""
     try:
         if openslide.OpenSlide.detect_format(str(path)) is not None:
             return openslide.OpenSlide(str(path))
+        damage = _tiff_damage(path)
+        if damage is not None:
+            raise SlideError(
+                f"file is truncated or damaged: {damage}; copy it again", path
+            )
         return openslide.open_slide(str(path))
+    except SlideError:
+        raise
     except openslide.OpenSlideUnsupportedFormatError as exc:
         raise SlideError(f"unsupported slide format ({exc})", path) from exc
     except openslide.OpenSlideError as exc:
