@@ -380,3 +380,20 @@ def test_thumbnail_is_exact_block_mean_in_any_band_size(
     expected = np.round(padded.reshape(186, 16, 139, 16, 3).mean(axis=(1, 3)))
     assert np.array_equal(thumb, expected.astype(np.uint8))
     assert np.array_equal(banded, thumb)
+
+
+def test_composite_over_white_matches_the_blend_formula() -> None:
+    from wsi_dram.slides.reader import composite_over_white
+
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, size=(64, 48, 4), dtype=np.uint8)
+    rgba[:10, :, 3] = 255  # opaque rows
+    rgba[10:20, :, 3] = 0  # transparent rows
+    rgb = rgba[..., :3].astype(float)
+    alpha = rgba[..., 3:4].astype(float) / 255
+    expected = np.floor(rgb * alpha + 255 * (1 - alpha) + 0.5)
+    out = composite_over_white(rgba)
+    assert out.dtype == np.uint8 and out.shape == (64, 48, 3)
+    assert np.abs(out.astype(float) - expected).max() <= 1
+    assert (out[10:20] == 255).all()
+    assert np.array_equal(out[:10], rgba[:10, :, :3])

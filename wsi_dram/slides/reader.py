@@ -54,10 +54,16 @@ def composite_over_white(rgba: np.ndarray) -> np.ndarray:
     Returns:
         (h, w, 3) uint8 RGB: alpha 0 becomes (255, 255, 255), alpha 255 is unchanged.
     """
-    rgb = rgba[..., :3].astype(np.uint16)
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
+    alpha = rgba[..., 3]
+    out = np.array(rgba[..., :3])  # (h, w, 3), a C-contiguous copy
+    # Most reads are fully opaque: touch only the pixels that are not.
+    partial = alpha != 255
+    if not partial.any():
+        return out
+    a = alpha[partial].astype(np.uint16)[:, None]
+    rgb = out[partial].astype(np.uint16)
+    out[partial] = ((rgb * a + 255 * (255 - a) + 127) // 255).astype(np.uint8)
+    return out
 
 
 def exact_level_factor(
