@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 from pathlib import Path
 
 import typer
@@ -21,9 +22,22 @@ from wsi_dram.cache.manifest import ManifestRow
 from wsi_dram.cache.store import CODECS
 from wsi_dram.errors import ConfigError, DataError
 
+log = logging.getLogger(__name__)
+
+#: File suffixes taken as slides when a folder is named (OpenSlide's formats and
+#: plain images); explicit files and globs are taken whatever their suffix.
+SLIDE_SUFFIXES = frozenset(
+    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide"}
+    | {".bif", ".dcm", ".png", ".jpg", ".jpeg"}
+)
+
 
 def expand_slides(patterns: list[str]) -> list[Path]:
-    """Files named by ``patterns`` (paths, globs, or folders: their files).
+    """Files named by ``patterns`` (paths, globs, or folders: their slide files).
+
+    A DICOM slide is one series spread over several ``.dcm`` files in one folder,
+    and OpenSlide opens it from any of them, so only the first ``.dcm`` file of
+    each folder is kept (one DICOM slide per folder).
 
     Raises:
         DataError: For a missing path or a glob that matches nothing.
@@ -36,7 +50,9 @@ def expand_slides(patterns: list[str]) -> list[Path]:
                 sorted(
                     p
                     for p in path.iterdir()
-                    if p.is_file() and not p.name.startswith(".")
+                    if p.is_file()
+                    and not p.name.startswith(".")
+                    and p.suffix.lower() in SLIDE_SUFFIXES
                 )
             )
         elif path.exists():
@@ -48,7 +64,21 @@ def expand_slides(patterns: list[str]) -> list[Path]:
             out.extend(matches)
         else:
             raise DataError("no such slide file", pattern)
-    return out
+    return _one_per_dicom_folder(out)
+
+
+def _one_per_dicom_folder(files: list[Path]) -> list[Path]:
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    for path in files:
+        if path.suffix.lower() == ".dcm":
+            folder = path.resolve().parent
+            if folder in seen:
+                log.info("%s: same DICOM series as an earlier file; skipped", path)
+                continue
+            seen.add(folder)
+        kept.append(path)
+    return kept
 
 
 def unannotated(files: list[Path], folder: Path) -> list[str]:
