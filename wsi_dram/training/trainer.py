@@ -6,7 +6,9 @@
 * ``metrics.jsonl``: one JSON line per epoch (loss terms, reward, accuracy,
   validation accuracy, policy sigma, learning rate, seconds, images/s);
 * ``checkpoints/last.pt`` every epoch and ``checkpoints/best.pt`` at the best
-  validation accuracy;
+  validation accuracy, or, when the task has ``validate(model, split, device,
+  seed) -> dict``, at the best ``selection`` value of that dict (its other keys
+  are logged as ``val_<key>``, e.g. ``val_auc`` for slide tasks);
 * ``tensorboard/``: scalars per term and images of glimpse paths;
 * ``train.log``: the log; ``test_report.json``: best.pt on the test split.
 
@@ -210,17 +212,27 @@ def _train(
             )
             line["val_accuracy"] = report["accuracy"]
             line["val_error"] = report["error"]
-            improved = report["accuracy"] > best_val
+            selection = report["accuracy"]
+            # A task may choose best.pt by its own figure (slide tasks: val AUC).
+            validate = getattr(task, "validate", None)
+            if validate is not None:
+                figures = dict(validate(model, "val", device, tc.seed))
+                selection = float(figures.pop("selection"))
+                line.update({f"val_{key}": value for key, value in figures.items()})
+                line["val_selection"] = selection
+            improved = selection > best_val
             if improved:
-                best_val, best_epoch = report["accuracy"], epoch + 1
+                best_val, best_epoch = selection, epoch + 1
             line["best_epoch"] = best_epoch
             args = (model, optimizer, scheduler, epoch + 1, config)
             extra = (task.num_classes, task.channels, line, best_val)
-            save_checkpoint(ckpt_dir / "last.pt", *args, *extra)
-            if improved:
-                save_checkpoint(ckpt_dir / "best.pt", *args, *extra)
+            # last.pt goes last: it marks the epoch done. A kill before it leaves
+            # extra lines and best.pt that a resume rewrites identically.
             with open(metrics_path, "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(line) + "\n")
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", *args, *extra)
+            save_checkpoint(ckpt_dir / "last.pt", *args, *extra)
             if writer is not None:
                 _write_tensorboard(writer, line, model, task, config, device)
             log.info(
