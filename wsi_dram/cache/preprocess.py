@@ -314,6 +314,8 @@ def _build(
         chunks = pyramid.write_levels(
             plan, tmp, source, options.mpp, scheduler, options.workers, on_block
         )
+        for k in range(level_count):  # lets readers detect damaged chunks
+            store.write_checksums(tmp / str(k))
         info = _slide_attrs(slide, signature, params, level_count)
 
     side0 = options.patch_size * 2**options.patch_level

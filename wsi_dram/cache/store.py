@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ ATTRS_KEY = "wsi_dram"
 STORE_SUFFIX = ".ome.zarr"
 TILES_SUFFIX = ".h5"
 MANIFEST_NAME = "manifest.csv"
+CHECKSUMS_NAME = ".wsi_dram_crc32.json"
 QC_DIR = "qc"
 FILL_VALUE = 255
 CHANNELS = (("R", "FF0000"), ("G", "00FF00"), ("B", "0000FF"))
@@ -347,6 +349,44 @@ def write_label(
     if name not in names:
         names.append(name)
     labels.attrs["labels"] = names
+
+
+def write_checksums(level_dir: str | Path) -> int:
+    """Record the CRC-32 of every chunk file of one level array.
+
+    Blosc/zstd chunks carry no checksum, so a damaged chunk may decode to wrong
+    pixels without any error; readers (:mod:`wsi_dram.glimpse.chunks`) check each
+    chunk against this table, and a chunk listed here but missing is an error
+    rather than white background.
+
+    Args:
+        level_dir: The array folder (``<store>/<k>``); the table goes to its
+            ``CHECKSUMS_NAME`` file, keys are chunk keys (``"0/3/5"``).
+
+    Returns:
+        The number of chunks recorded.
+    """
+    level_dir = Path(level_dir)
+    table = {
+        p.relative_to(level_dir).as_posix(): zlib.crc32(p.read_bytes())
+        for p in sorted(level_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+    (level_dir / CHECKSUMS_NAME).write_text(json.dumps(table))
+    return len(table)
+
+
+def read_checksums(level_dir: str | Path) -> dict[str, int] | None:
+    """The chunk key -> CRC-32 table of a level, or None when it has none."""
+    try:
+        return {
+            str(k): int(v)
+            for k, v in json.loads(
+                (Path(level_dir) / CHECKSUMS_NAME).read_text()
+            ).items()
+        }
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_project_attrs(path: str | Path) -> dict[str, Any] | None:

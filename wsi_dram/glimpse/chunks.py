@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -37,6 +38,7 @@ from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from wsi_dram.cache.store import read_checksums
 from wsi_dram.errors import CacheError
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,8 @@ class LevelReader:
             self._v2 = meta
             if isinstance(array.store, LocalStore):
                 self._file_root = Path(array.store.root) / array.path
+        # CRC-32 per chunk written by preprocess (None for other stores)
+        self._crc = None if self._file_root is None else read_checksums(self._file_root)
 
     @property
     def shape_chunks(self) -> tuple[int, int]:
@@ -290,12 +294,26 @@ class LevelReader:
         try:
             if self._file_root is not None:
                 with open(self._file_root / key, "rb") as handle:
-                    return handle.read()
+                    raw = handle.read()
+                want = None if self._crc is None else self._crc.get(key)
+                if want is not None and zlib.crc32(raw) != want:
+                    raise CacheError(
+                        "chunk file does not match its checksum (corrupted or "
+                        "truncated); rebuild the cache of this slide",
+                        self.chunk_path(row, col),
+                    )
+                return raw
             prototype = default_buffer_prototype()
             path = f"{self.array.path}/{key}" if self.array.path else key
             buffer = sync(self.array.store.get(path, prototype))
             return None if buffer is None else buffer.to_bytes()
         except FileNotFoundError:
+            if self._crc is not None and key in self._crc:
+                raise CacheError(
+                    "chunk file is missing (preprocess wrote it); rebuild the cache "
+                    "of this slide",
+                    self.chunk_path(row, col),
+                ) from None
             return None
         except OSError as exc:
             raise CacheError(
