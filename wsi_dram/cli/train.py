@@ -101,6 +101,9 @@ def evaluate_command(
     if data_dir is not None:
         cfg.task.data_dir = data_dir
     task = build_task(cfg.task, cfg.sensor_spec())
+    if getattr(task, "slide_level", False):
+        _evaluate_slides(model, task, split, policy, out, cfg.train.seed, device)
+        return
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"evaluate {split}", total=task.size(split))
         report = evaluate_model(
@@ -133,6 +136,58 @@ def evaluate_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+def _evaluate_slides(
+    model: Any,
+    task: Any,
+    split: str,
+    policy: str,
+    out: Path | None,
+    seed: int,
+    device: Any,
+) -> None:
+    """Slide-task evaluation: report.json with predictions, lesions and plots."""
+    from wsi_dram.evaluation.slides import evaluate_slides
+
+    report_path = out or Path("report.json")
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(f"score {split} slides", total=None)
+
+        def advance(stage: str, done: int, total: int) -> None:
+            progress.update(
+                bar, description=f"score {stage} slides", completed=done, total=total
+            )
+
+        report = evaluate_slides(
+            model,
+            task,
+            split,
+            report_path,
+            policy,  # type: ignore[arg-type]
+            seed,
+            device,
+            advance,
+        )
+    table = Table(title=f"{split} slides ({report['n_slides']}, policy {policy})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in (
+        "auc",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "threshold",
+        "froc",
+        "pixels_read_fraction",
+    ):
+        value = report.get(key)
+        table.add_row(key, "-" if value is None else f"{value:.4f}")
+    if report.get("auc_ci"):
+        low, high = report["auc_ci"]
+        table.add_row("auc 95% CI", f"{low:.4f} - {high:.4f}")
+    Console().print(table)
+    Console().print(f"wrote {report_path} and predictions, lesions, plots beside it")
 
 
 def visualize_command(

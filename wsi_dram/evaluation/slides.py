@@ -206,6 +206,7 @@ def evaluate_slides(
             threshold=opts.lesion_threshold,
         )
         detections[s.slide_id] = found
+        (out_dir / "lesions").mkdir(exist_ok=True)
         write_detections_csv(out_dir / "lesions" / f"{s.slide_id}.csv", found)
     _write_predictions(out_dir / "predictions.csv", scored)
 
