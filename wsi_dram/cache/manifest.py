@@ -100,6 +100,15 @@ def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        _write_rows(tmp, rows)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # the previous manifest stays as it was
+        raise
+
+
+def _write_rows(tmp: Path, rows: list[ManifestRow]) -> None:
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -111,7 +120,6 @@ def write_manifest(path: str | Path, rows: list[ManifestRow]) -> None:
             rec["tumour_mm2"] = f"{row.tumour_mm2:.4f}"
             rec["seconds"] = f"{row.seconds:.2f}"
             writer.writerow(rec)
-    os.replace(tmp, path)
 
 
 def update_manifest(cache_dir: str | Path, rows: list[ManifestRow]) -> Path:

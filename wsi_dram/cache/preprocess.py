@@ -23,6 +23,7 @@ files of MRXS/DICOM series); the temp-then-rename step needs a local file system
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -40,7 +41,7 @@ import wsi_dram
 from wsi_dram.cache import pyramid, store, tiles
 from wsi_dram.cache.manifest import ManifestRow, update_manifest
 from wsi_dram.cache.qc import write_qc_png
-from wsi_dram.errors import NoTissueError, WsiDramError
+from wsi_dram.errors import CacheError, NoTissueError, WsiDramError
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,32 @@ def source_signature(path: str | Path) -> dict[str, Any]:
     }
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _cannot_write(exc: OSError, cache_dir: Path) -> bool:
+    """True for a disk-full / read-only error, or a permission error in the cache."""
+    if exc.errno is None:
+        return False
+    if exc.errno in _WRITE_ERRNOS:
+        return True
+    inside = str(exc.filename or "").startswith(str(cache_dir))
+    return exc.errno in (errno.EACCES, errno.EPERM) and inside
+
+
+def _check_writable(cache_dir: Path) -> None:
+    """Create ``cache_dir`` and prove it writable, or raise :class:`CacheError`."""
+    probe = cache_dir / f".wsi_dram_write_test.{os.getpid()}"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CacheError(
+            f"cache folder is not writable ({exc.strerror or exc})", cache_dir
+        ) from exc
+
+
 def _unchanged(final: Path, signature: dict[str, Any], params: dict[str, Any]) -> bool:
     attrs = store.read_project_attrs(final)
     if not attrs or attrs.get("complete") is not True:
@@ -228,6 +255,13 @@ def preprocess_slide(
         )
     except Exception as exc:  # one bad slide must not stop the batch
         store.remove_store(tmp)
+        if isinstance(exc, OSError) and _cannot_write(exc, cache_dir):
+            raise CacheError(  # a full or read-only cache stops the batch
+                f"cannot write the cache while caching {source.name} "
+                f"({os.strerror(exc.errno or 0)}); free space or choose another "
+                "--cache, then rerun: finished slides are kept and skipped",
+                cache_dir,
+            ) from exc
         if isinstance(exc, NoTissueError):
             reason = f"no tissue found in {source.name}"
         elif isinstance(exc, WsiDramError):
@@ -476,7 +510,7 @@ def preprocess(
     """
     options = options or PreprocessOptions()
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(cache_dir)
     ann = Path(annotations) if annotations is not None else None
     client, own_client = scheduler, False
     if isinstance(scheduler, str):
@@ -499,7 +533,14 @@ def preprocess(
                 row = preprocess_slide(
                     source, cache_dir, ann, options, client, progress
                 )
-                update_manifest(cache_dir, [row])
+                try:
+                    update_manifest(cache_dir, [row])
+                except OSError as exc:
+                    raise CacheError(
+                        f"cannot write manifest.csv ({exc.strerror or exc}); the "
+                        "previous manifest is kept",
+                        cache_dir,
+                    ) from exc
             if row.status != "failed":
                 seen.add(source.stem)
             rows.append(row)
