@@ -4,7 +4,8 @@ Each cache level k (factor 2**k) is written by one task per chunk-aligned *block
 (``block`` pixels square, a multiple of the chunk side), levels in order:
 
 - when the slide has a level whose exact factor is 2**k (``Slide.level_factors``),
-  the task copies its stored pixels (``Slide.read_level_region``): no resampling;
+  the task copies its stored pixels (``TiffTiles`` or ``Slide.read_level_region``):
+  no resampling;
 - otherwise (factors 4.0161 without a 2**k match, 1/4/16/32 gaps, single-level
   slides) it reads the 2x2 parent block of cache level k-1 and takes the 2x2 mean
   (rounded half up).
@@ -27,9 +28,10 @@ from typing import Any
 
 import dask
 import numpy as np
-import zarr
 from scipy import ndimage
 
+from wsi_dram.cache.store import ChunkIO
+from wsi_dram.cache.tiff_source import TiffTiles
 from wsi_dram.errors import ConfigError
 
 ChunkXY = tuple[int, int]
@@ -162,59 +164,87 @@ def plan_blocks(
 
 _LOCK = threading.Lock()
 _SLIDES: OrderedDict[tuple[str, float | None], Any] = OrderedDict()
-_ARRAYS: OrderedDict[tuple[str, int], Any] = OrderedDict()
+_TIFFS: dict[tuple[str, float | None], Any] = {}
+_LEVELS: OrderedDict[tuple[str, int], ChunkIO] = OrderedDict()
 _MAX_SLIDES = 4
-_MAX_ARRAYS = 64
+_MAX_LEVELS = 64
 
 
-def _slide(path: str, mpp: float | None) -> Any:
+def _slide(path: str, mpp: float | None) -> tuple[Any, Any]:
+    """The open slide and its direct TIFF reader (None when OpenSlide reads)."""
     from wsi_dram.slides.reader import open_slide
 
     key = (path, mpp)
     with _LOCK:
         if key in _SLIDES:
             _SLIDES.move_to_end(key)
-            return _SLIDES[key]
+            return _SLIDES[key], _TIFFS[key]
         slide = open_slide(path, mpp=mpp)
         _SLIDES[key] = slide
+        _TIFFS[key] = TiffTiles.open(slide)
         while len(_SLIDES) > _MAX_SLIDES:
-            _, old = _SLIDES.popitem(last=False)
+            old_key, old = _SLIDES.popitem(last=False)
+            tiles = _TIFFS.pop(old_key)
+            if tiles is not None:
+                tiles.close()
             old.close()
-        return slide
+        return slide, _TIFFS[key]
 
 
-def _array(store: str, level: int) -> Any:
-    key = (store, level)
+def _level(path: str, level: int) -> ChunkIO:
+    key = (path, level)
     with _LOCK:
-        if key in _ARRAYS:
-            return _ARRAYS[key]
-        arr = zarr.open_array(str(Path(store) / str(level)), mode="r+", zarr_format=2)
-        _ARRAYS[key] = arr
-        while len(_ARRAYS) > _MAX_ARRAYS:
-            _ARRAYS.popitem(last=False)
-        return arr
+        if key in _LEVELS:
+            return _LEVELS[key]
+        io = ChunkIO(Path(path) / str(level))
+        _LEVELS[key] = io
+        while len(_LEVELS) > _MAX_LEVELS:
+            _LEVELS.popitem(last=False)
+        return io
 
 
-def release_handles(store: str | None = None) -> None:
-    """Close cached slide handles and forget array handles (of ``store`` or all)."""
+def release_handles(
+    store_path: str | None = None, slide_path: str | None = None
+) -> None:
+    """Forget level handles and close slide handles, so a rewritten file reopens.
+
+    Args:
+        store_path: The store whose level handles go (None: every store).
+        slide_path: The slide whose handles are closed (None: every slide).
+    """
     with _LOCK:
-        for key in [k for k in _ARRAYS if store is None or k[0] == store]:
-            del _ARRAYS[key]
-        if store is None:
-            for slide in _SLIDES.values():
-                slide.close()
-            _SLIDES.clear()
+        for level in [k for k in _LEVELS if store_path in (None, k[0])]:
+            del _LEVELS[level]
+        for key in [k for k in _SLIDES if slide_path in (None, k[0])]:
+            tiles = _TIFFS.pop(key, None)
+            if tiles is not None:
+                tiles.close()
+            _SLIDES.pop(key).close()
 
 
 def bin2x2(planar: np.ndarray) -> np.ndarray:
-    """2x2 mean of a (3, 2h, 2w) uint8 block, rounded half up -> (3, h, w)."""
+    """2x2 mean of a (3, 2h, 2w) uint8 block, rounded half up -> (3, h, w).
+
+    Four strided uint16 additions: about 15x faster than a reshape + ``sum``
+    over the two pair axes (1.6 ms against 25 ms per 1024 px block here).
+    """
     c, h2, w2 = planar.shape
-    s = planar.reshape(c, h2 // 2, 2, w2 // 2, 2).astype(np.uint16).sum(axis=(2, 4))
-    return ((s + 2) // 4).astype(np.uint8)
+    quads = planar.reshape(c, h2 // 2, 2, w2 // 2, 2)
+    total = quads[:, :, 0, :, 0].astype(np.uint16)  # (3, h, w)
+    total += quads[:, :, 0, :, 1]
+    total += quads[:, :, 1, :, 0]
+    total += quads[:, :, 1, :, 1]
+    total += 2
+    total >>= 2
+    return total.astype(np.uint8)
 
 
 def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -> int:
     """Compute one block and write its selected chunks.
+
+    Only the bounding box of the selected chunks is read: from the slide
+    (tifffile's decoder where :class:`TiffTiles` qualifies, else OpenSlide), or
+    from the 2x2 parent chunks of level k-1 in the store.
 
     Args:
         task: The block.
@@ -223,24 +253,31 @@ def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -
         mpp: The mpp override the slide was opened with, if any.
 
     Returns:
-        Number of chunks written.
+        Number of chunks written (all-white chunks are not written).
     """
-    x, y, w, h = task.x, task.y, task.width, task.height
+    out = _level(store, task.level)
+    chunk = out.chunks[1]
+    x0 = min(cx for cx, _ in task.chunks)
+    y0 = min(cy for _, cy in task.chunks)
+    x1 = min(max(cx for cx, _ in task.chunks) + chunk, task.x + task.width)
+    y1 = min(max(cy for _, cy in task.chunks) + chunk, task.y + task.height)
+    w, h = x1 - x0, y1 - y0
     if task.source_level is not None:
-        slide = _slide(slide_path, mpp)
-        rgb = slide.read_level_region(task.source_level, x, y, w, h)  # (h, w, 3)
+        slide, tiles = _slide(slide_path, mpp)
+        if tiles is not None and tiles.has_level(task.source_level):
+            rgb = tiles.read(task.source_level, x0, y0, w, h)  # (h, w, 3)
+        else:
+            rgb = slide.read_level_region(task.source_level, x0, y0, w, h)
         planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # (3, h, w)
     else:
-        parent = _array(store, task.level - 1)
-        planar = bin2x2(np.asarray(parent[:, 2 * y : 2 * (y + h), 2 * x : 2 * (x + w)]))
-    arr = _array(store, task.level)
-    chunk = int(arr.chunks[1])
+        parent = _level(store, task.level - 1).read_region(2 * x0, 2 * y0, 2 * w, 2 * h)
+        planar = bin2x2(parent)  # (3, h, w)
+    written = 0
     for cx, cy in task.chunks:
-        cw, ch = min(chunk, x + w - cx), min(chunk, y + h - cy)
-        arr[:, cy : cy + ch, cx : cx + cw] = planar[
-            :, cy - y : cy - y + ch, cx - x : cx - x + cw
-        ]
-    return len(task.chunks)
+        cw, ch = min(chunk, x1 - cx), min(chunk, y1 - cy)
+        part = planar[:, cy - y0 : cy - y0 + ch, cx - x0 : cx - x0 + cw]
+        written += out.write(cx, cy, part)
+    return written
 
 
 def write_levels(
@@ -275,7 +312,7 @@ def write_levels(
             total += _run_threaded(tasks, store_s, slide_s, mpp, workers, on_block)
         else:
             total += _run_distributed(tasks, store_s, slide_s, mpp, scheduler, on_block)
-    release_handles(store_s)
+    release_handles(store_s, slide_s)
     return total
 
 
@@ -328,5 +365,5 @@ def _run_distributed(
                 on_block(1)
     finally:
         client.cancel(futures)
-    client.run(release_handles, store)
+    client.run(release_handles, store, slide_path)
     return total

@@ -142,6 +142,112 @@ def make_compressor(codec: str, chunk: int, quality: int = 90) -> Codec:
     raise ConfigError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
 
 
+class ChunkIO:
+    """Whole-chunk reads and writes of one level array, without zarr's machinery.
+
+    The writer encodes a chunk with the array's own compressor and writes the
+    file under the array's chunk key (``0/<row>/<col>``, ``/`` separator), the
+    same bytes ``zarr`` would write; a chunk that is all fill value is not
+    written (``write_empty_chunks=False``). Skipping zarr's per-call indexing
+    and event loop saves about 3 ms per 512 px chunk; encoding and file I/O
+    release the GIL, so writer threads run in parallel. Only whole chunks (or
+    the array's edge) are written, as the pyramid's alignment rule requires.
+
+    Args:
+        array_path: The level folder (holding ``.zarray``), e.g. ``store/0``.
+
+    Raises:
+        CacheError: When the folder is not a zarr v2 uint8 ``(3, H, W)`` array
+            with C order, no filters and ``/`` chunk keys.
+    """
+
+    def __init__(self, array_path: str | Path) -> None:
+        self.path = Path(array_path)
+        try:
+            meta = json.loads((self.path / ".zarray").read_text())
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"not a zarr v2 array: {exc}", self.path) from exc
+        if (
+            meta.get("zarr_format") != 2
+            or meta.get("dtype") != "|u1"
+            or meta.get("order") != "C"
+            or meta.get("filters")
+            or meta.get("dimension_separator") != "/"
+            or len(meta.get("shape", ())) != 3
+        ):
+            raise CacheError("not a wsi-dram level array (3, H, W) uint8", self.path)
+        self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
+        self.chunks: tuple[int, int, int] = tuple(meta["chunks"])  # type: ignore[assignment]
+        self.fill = int(meta["fill_value"])
+        self.codec = numcodecs.get_codec(meta["compressor"])
+
+    def _key(self, cx: int, cy: int) -> Path:
+        return self.path / "0" / str(cy // self.chunks[1]) / str(cx // self.chunks[2])
+
+    def write(self, cx: int, cy: int, planar: np.ndarray) -> bool:
+        """Encode and store the chunk whose top-left is level pixel (cx, cy).
+
+        Args:
+            cx: Chunk left (level pixels, a multiple of the chunk side).
+            cy: Chunk top.
+            planar: (3, h, w) uint8 pixels of the chunk (h, w clipped at the
+                array's edge); padded with the fill value to the full chunk.
+
+        Returns:
+            False when the chunk is all fill value (nothing written).
+        """
+        c, ch, cw = self.chunks
+        if planar.shape[1:] != (ch, cw):
+            full = np.full((c, ch, cw), self.fill, np.uint8)
+            full[:, : planar.shape[1], : planar.shape[2]] = planar
+            planar = full
+        planar = np.ascontiguousarray(planar)
+        if not (planar != self.fill).any():
+            return False
+        data = self.codec.encode(planar)
+        key = self._key(cx, cy)
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(data)
+        return True
+
+    def read(self, cx: int, cy: int) -> np.ndarray:
+        """The full (3, ch, cw) chunk at level pixel (cx, cy); fill when absent.
+
+        Raises:
+            CacheError: Naming the chunk file when it cannot be decoded.
+        """
+        key = self._key(cx, cy)
+        try:
+            data = key.read_bytes()
+        except FileNotFoundError:
+            return np.full(self.chunks, self.fill, np.uint8)
+        try:
+            out = self.codec.decode(data)
+            return np.frombuffer(out, np.uint8).reshape(self.chunks)
+        except Exception as exc:
+            raise CacheError(f"corrupted chunk: {exc}", key) from exc
+
+    def read_region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Level pixels (3, height, width) at (x, y), chunk-aligned origin.
+
+        Args:
+            x: Left, a multiple of the chunk side (level pixels).
+            y: Top, a multiple of the chunk side.
+            width: Width; the region is clipped to the array.
+            height: Height.
+        """
+        _, ch, cw = self.chunks
+        width = min(width, self.shape[2] - x)
+        height = min(height, self.shape[1] - y)
+        out = np.empty((3, height, width), np.uint8)
+        for cy in range(y, y + height, ch):
+            for cx in range(x, x + width, cw):
+                h, w = min(ch, y + height - cy), min(cw, x + width - cx)
+                chunk = self.read(cx, cy)
+                out[:, cy - y : cy - y + h, cx - x : cx - x + w] = chunk[:, :h, :w]
+        return out
+
+
 def level_transforms(
     mpp_y: float, mpp_x: float, downsample: float, channel: bool = True
 ) -> list[dict[str, Any]]:
