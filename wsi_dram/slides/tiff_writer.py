@@ -43,6 +43,8 @@ import tifffile
 log = logging.getLogger(__name__)
 
 Render = Callable[[int, int, int, int, int], np.ndarray]
+# encoded(level, width, height, tile) -> the level's tiles, already compressed.
+Encoded = Callable[[int, int, int, int], Iterator[bytes]]
 
 _COMPRESSIONS = {"jpeg": "jpeg", "zlib": "zlib", "deflate": "zlib", "none": None}
 # Uncompressed pyramid size above which the file is written as BigTIFF.
@@ -91,6 +93,7 @@ def write_pyramidal_tiff(
     min_size: int = 512,
     description: str | None = None,
     workers: int | None = None,
+    encoded: Encoded | None = None,
 ) -> list[tuple[int, int]]:
     """Write a tiled pyramidal TIFF whose pixels come from ``render``, tile by tile.
 
@@ -111,6 +114,11 @@ def write_pyramidal_tiff(
         description: ImageDescription of the first page (OpenSlide shows it as
             ``openslide.comment``); avoid text that starts like an Aperio header.
         workers: Threads that render and encode tiles; default ``os.cpu_count()``.
+        encoded: Instead of ``render``: ``encoded(level, w, h, tile)`` yields the
+            bytes of every tile of a ``w x h`` level in TIFF order (row-major),
+            each a ``tile x tile x 3`` uint8 tile (edge tiles padded) already
+            compressed with ``compression`` (not "jpeg"); lets a caller encode
+            a repeated tile once. ``render`` is then not called.
 
     Returns:
         The ``(width, height)`` of every level written, level 0 first.
@@ -123,6 +131,8 @@ def write_pyramidal_tiff(
         raise ValueError(f"tile must be a positive multiple of 16, got {tile}")
     if compression not in _COMPRESSIONS:
         raise ValueError(f"compression must be one of {sorted(_COMPRESSIONS)}")
+    if encoded is not None and compression == "jpeg":
+        raise ValueError("pre-encoded tiles cannot be JPEG (no shared tables)")
     if not (mpp > 0 and math.isfinite(mpp)):
         raise ValueError(f"mpp must be a positive number, got {mpp}")
     path = Path(path)
@@ -153,7 +163,9 @@ def write_pyramidal_tiff(
             for level, (w, h) in enumerate(dims):
                 res = 1e4 / (mpp * 2**level)  # pixels per centimetre
                 tif.write(
-                    _tiles(pool, workers, render, level, w, h, tile),
+                    encoded(level, w, h, tile)
+                    if encoded is not None
+                    else _tiles(pool, workers, render, level, w, h, tile),
                     shape=(h, w, 3),
                     dtype=np.uint8,
                     resolution=(res, res),
