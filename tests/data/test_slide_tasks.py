@@ -173,3 +173,18 @@ def test_slide_task_field_is_the_tissue_square(slide_cohort: SlideCohort) -> Non
         assert side == int(np.ceil(max(bx1 - bx0, by1 - by0)))
         assert x0 <= bx0 and x0 + side >= bx1 and y0 <= by0 and y0 + side >= by1
         assert (x0, y0, side) == tissue_square(s.cache)
+
+
+def test_camelyon16_pipeline_states_its_exclusions() -> None:
+    from wsi_dram.training.config import read_train_config
+
+    root = Path(__file__).resolve().parents[2]
+    config = read_train_config(root / "pipelines" / "camelyon16.toml")
+    opts = read_options(config.task)
+    assert opts.cohort == Path("data_manifests/camelyon16.csv")
+    assert set(opts.exclude_training) == {"normal_086", "normal_144"}
+    assert set(opts.exclude_lesion_scoring) == {"test_049", "test_114"}
+    assert set(opts.exclude_slide_scoring) == {"test_049"}
+    assert all(reason for reason in opts.exclude_training.values())
+    rows = (root / "data_manifests" / "camelyon16.csv").read_text().splitlines()
+    assert len(rows) == 401  # header + 400 slides

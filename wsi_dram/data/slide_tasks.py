@@ -66,8 +66,6 @@ class SlideTaskOptions:
         cohort: ``slide_id,split,label`` CSV (splits train/test), or None.
         labels: ``slide_id,label`` CSV split by ``split_fractions``, or None.
         reference: The organisers' test reference (fills unknown test labels).
-        annotations: Folder of lesion annotations for the FROC (None: the tumour
-            geometry stored in the cache).
         split_fractions: Train, val and test shares of ``labels`` (stratified).
         val_fraction: Share of the cohort's train slides held out as "val".
         split_seed: Seed of the slide splits (independent of the training seed).
@@ -94,7 +92,6 @@ class SlideTaskOptions:
     cohort: Path | None = None
     labels: Path | None = None
     reference: Path | None = None
-    annotations: Path | None = None
     split_fractions: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])
     val_fraction: float = 0.15
     split_seed: int = 0
