@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
+
+import tomllib
 
 from wsi_dram.errors import ConfigError
 
@@ -66,7 +67,7 @@ def load_config(
             raise ConfigError(f"override {item!r} is not of the form key=value")
         _set_dotted(data, key.strip(), _parse_value(raw.strip()))
 
-    return _build(schema, data, source, prefix="")
+    return build_section(schema, data, source, prefix="")
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -74,8 +75,10 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
     def convert(value: Any) -> Any:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: convert(getattr(value, f.name)) for f in
-                    dataclasses.fields(value)}
+            return {
+                f.name: convert(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+            }
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, (list, tuple)):
@@ -96,8 +99,9 @@ def dump_toml(data: dict[str, Any]) -> str:
     lines: list[str] = []
 
     def emit(table: dict[str, Any], name: str) -> None:
-        scalars = {k: v for k, v in table.items()
-                   if not isinstance(v, dict) and v is not None}
+        scalars = {
+            k: v for k, v in table.items() if not isinstance(v, dict) and v is not None
+        }
         tables = {k: v for k, v in table.items() if isinstance(v, dict)}
         if name and scalars:
             lines.append(f"[{name}]")
@@ -143,7 +147,20 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _build(schema: type[T], data: dict[str, Any], source: str, prefix: str) -> T:
+def build_section(
+    schema: type[T], data: dict[str, Any], source: str, prefix: str = ""
+) -> T:
+    """Check plain data (a parsed TOML table) against ``schema`` and build it.
+
+    Args:
+        schema: The dataclass type of the section.
+        data: The section's keys and values.
+        source: The file (or ``<defaults>``) named in errors.
+        prefix: The section's dotted name plus ".", for error messages.
+
+    Raises:
+        ConfigError: An unknown key or a value of the wrong type.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"[{prefix.rstrip('.')}] must be a table", source)
     fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
@@ -151,10 +168,10 @@ def _build(schema: type[T], data: dict[str, Any], source: str, prefix: str) -> T
     for key in data:
         if key not in fields:
             near = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {prefix}{near[0]!r}?)" if near else ""
+            hint = f" (did you mean {prefix + near[0]!r}?)" if near else ""
             valid = ", ".join(sorted(fields))
             raise ConfigError(
-                f"unknown key {prefix}{key!r}{hint}; valid keys here: {valid}",
+                f"unknown key {prefix + key!r}{hint}; valid keys here: {valid}",
                 source,
             )
     kwargs: dict[str, Any] = {}
@@ -169,8 +186,8 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
 
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, source, prefix=f"{key}.")
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return build_section(hint, value, source, prefix=f"{key}.")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wsi_dram.config import _build as _build_section
+from wsi_dram.config import build_section as _build_section
 from wsi_dram.data.mnist import clutter, load_mnist, translate
 from wsi_dram.errors import ConfigError
 from wsi_dram.glimpse.sensor import GlimpseSensor, PyramidSensor

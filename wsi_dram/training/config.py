@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from wsi_dram.config import _build as _build_section
+from wsi_dram.config import build_section as _build_section
 from wsi_dram.config import config_to_dict, load_config
 from wsi_dram.data.tasks import SensorSpec, TaskConfig
 from wsi_dram.errors import ConfigError
