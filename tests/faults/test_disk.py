@@ -154,3 +154,38 @@ def test_read_only_store_folder_keeps_the_finished_store(
         preprocess(clean_run.slides, cache, clean_run.cohort, force)
     monkeypatch.setattr(zarr_local, "_put", real)
     assert cache_files(cache) == before
+
+
+def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from tests.faults.test_training_resume import write_config
+    from wsi_dram.errors import CheckpointError
+    from wsi_dram.training import checkpoints, read_train_config, train
+
+    config = read_train_config(write_config(tmp_path), ["train.epochs=2"])
+    run = tmp_path / "run"
+    real_save = torch.save
+    saves: list[str] = []
+
+    def save(obj, f):  # noqa: ANN001, ANN202
+        saves.append(Path(f).name)
+        if len(saves) > 2:  # epoch 1 wrote best.pt and last.pt; then full
+            Path(f).write_bytes(b"PK\x03\x04 partial")
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc] file write failed"
+            )
+        return real_save(obj, f)
+
+    monkeypatch.setattr(checkpoints.torch, "save", save)
+    last = run / "checkpoints" / "last.pt"
+    with pytest.raises(CheckpointError) as info:
+        train(config, run)
+    assert str(info.value).startswith(f"{run / 'checkpoints'}/")
+    assert "cannot write the checkpoint (" in str(info.value)
+    assert "\n" not in str(info.value)
+    monkeypatch.setattr(checkpoints.torch, "save", real_save)
+    assert checkpoints.load_checkpoint(last)["epoch"] == 1  # intact, epoch 1
+    assert not list((run / "checkpoints").glob("*.tmp"))

@@ -62,8 +62,16 @@ def save_checkpoint(
         "rng": rng_states(),
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # disk full: torch raises RuntimeError
+        tmp.unlink(missing_ok=True)
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(
+            f"cannot write the checkpoint ({reason}); the previous one is kept",
+            path,
+        ) from exc
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
