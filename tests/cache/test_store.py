@@ -89,6 +89,56 @@ def test_codecs_round_trip(tmp_path, codec):
         store.make_compressor("png", 128)
 
 
+@pytest.mark.parametrize("codec", ["zstd", "jpeg"])
+def test_chunk_writer_writes_the_bytes_zarr_writes(tmp_path, codec):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 200, size=(200, 300, 3), dtype=np.uint8)  # (h, w, 3)
+    rgb[:, 256:] = 255  # chunk (256, 0) is all white: never written
+    rgb[128:, 256:] = (10, 20, 30)  # ... except chunk (256, 128), an edge chunk
+    paths = [tmp_path / f"{name}.ome.zarr" for name in ("zarr", "direct")]
+    for path in paths:
+        store.create_image_store(path, "c", 300, 200, 1.0, 1.0, 1, 128, codec)
+    zarr.open_array(str(paths[0] / "0"), mode="r+", zarr_format=2)[...] = rgb.transpose(
+        2, 0, 1
+    )
+    io = store.ChunkIO(paths[1] / "0")
+    written = [
+        io.write(cx, cy, rgb[cy : cy + 128, cx : cx + 128])
+        for cy in (0, 128)
+        for cx in (0, 128, 256)
+    ]
+    assert written == [True, True, False, True, True, True]
+
+    def files(path):
+        root = path / "0"
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        }
+
+    by_zarr, direct = files(paths[0]), files(paths[1])
+    assert sorted(direct) == ["0/0/0", "0/0/1", "0/1/0", "0/1/1", "0/1/2"]
+    assert direct == by_zarr
+    back = np.asarray(zarr.open_array(str(paths[1] / "0"), mode="r")[...])
+    assert np.array_equal(io.read_region(0, 0, 300, 200), back.transpose(1, 2, 0))
+    if codec == "zstd":
+        assert np.array_equal(back.transpose(1, 2, 0), rgb)
+    assert (io.read(256, 0) == 255).all()  # absent chunk reads white
+
+
+def test_chunk_reader_names_a_corrupted_chunk(tmp_path):
+    path = tmp_path / "c.ome.zarr"
+    store.create_image_store(path, "c", 256, 256, 1.0, 1.0, 1, 128, "zstd")
+    io = store.ChunkIO(path / "0")
+    io.write(0, 0, np.zeros((128, 128, 3), np.uint8))
+    key = path / "0" / "0" / "0" / "0"
+    key.write_bytes(key.read_bytes()[:10])
+    with pytest.raises(CacheError) as err:
+        io.read(0, 0)
+    assert str(err.value.path) == str(key)
+
+
 def test_open_cache_refuses_missing_incomplete_and_foreign(tmp_path):
     with pytest.raises(CacheError, match="no such cache"):
         store.open_cache(tmp_path / "none.ome.zarr")

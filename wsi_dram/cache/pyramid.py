@@ -222,18 +222,18 @@ def release_handles(
             _SLIDES.pop(key).close()
 
 
-def bin2x2(planar: np.ndarray) -> np.ndarray:
-    """2x2 mean of a (3, 2h, 2w) uint8 block, rounded half up -> (3, h, w).
+def bin2x2(pixels: np.ndarray) -> np.ndarray:
+    """2x2 mean of a (2h, 2w, 3) uint8 block, rounded half up -> (h, w, 3).
 
     Four strided uint16 additions: about 15x faster than a reshape + ``sum``
     over the two pair axes (1.6 ms against 25 ms per 1024 px block here).
     """
-    c, h2, w2 = planar.shape
-    quads = planar.reshape(c, h2 // 2, 2, w2 // 2, 2)
-    total = quads[:, :, 0, :, 0].astype(np.uint16)  # (3, h, w)
-    total += quads[:, :, 0, :, 1]
-    total += quads[:, :, 1, :, 0]
-    total += quads[:, :, 1, :, 1]
+    h2, w2, c = pixels.shape
+    quads = pixels.reshape(h2 // 2, 2, w2 // 2, 2, c)
+    total = quads[:, 0, :, 0].astype(np.uint16)  # (h, w, 3)
+    total += quads[:, 0, :, 1]
+    total += quads[:, 1, :, 0]
+    total += quads[:, 1, :, 1]
     total += 2
     total >>= 2
     return total.astype(np.uint8)
@@ -256,11 +256,11 @@ def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -
         Number of chunks written (all-white chunks are not written).
     """
     out = _level(store, task.level)
-    chunk = out.chunks[1]
+    side = out.chunk_w
     x0 = min(cx for cx, _ in task.chunks)
     y0 = min(cy for _, cy in task.chunks)
-    x1 = min(max(cx for cx, _ in task.chunks) + chunk, task.x + task.width)
-    y1 = min(max(cy for _, cy in task.chunks) + chunk, task.y + task.height)
+    x1 = min(max(cx for cx, _ in task.chunks) + side, task.x + task.width)
+    y1 = min(max(cy for _, cy in task.chunks) + side, task.y + task.height)
     w, h = x1 - x0, y1 - y0
     if task.source_level is not None:
         slide, tiles = _slide(slide_path, mpp)
@@ -268,15 +268,15 @@ def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -
             rgb = tiles.read(task.source_level, x0, y0, w, h)  # (h, w, 3)
         else:
             rgb = slide.read_level_region(task.source_level, x0, y0, w, h)
-        planar = np.ascontiguousarray(rgb.transpose(2, 0, 1))  # (3, h, w)
     else:
-        parent = _level(store, task.level - 1).read_region(2 * x0, 2 * y0, 2 * w, 2 * h)
-        planar = bin2x2(parent)  # (3, h, w)
+        parent = _level(store, task.level - 1)
+        rgb = bin2x2(parent.read_region(2 * x0, 2 * y0, 2 * w, 2 * h))  # (h, w, 3)
     written = 0
     for cx, cy in task.chunks:
-        cw, ch = min(chunk, x1 - cx), min(chunk, y1 - cy)
-        part = planar[:, cy - y0 : cy - y0 + ch, cx - x0 : cx - x0 + cw]
-        written += out.write(cx, cy, part)
+        cw, ch = min(side, x1 - cx), min(side, y1 - cy)
+        written += out.write(
+            cx, cy, rgb[cy - y0 : cy - y0 + ch, cx - x0 : cx - x0 + cw]
+        )
     return written
 
 

@@ -108,8 +108,16 @@ class PlanarJpeg(Codec):  # type: ignore[misc]
 
     def encode(self, buf: Any) -> bytes:
         planar = np.ascontiguousarray(buf, dtype=np.uint8).reshape(self.shape)
-        rgb = np.ascontiguousarray(planar.transpose(1, 2, 0))  # (h, w, 3)
+        return self.encode_rgb(planar.transpose(1, 2, 0))
+
+    def encode_rgb(self, rgb: np.ndarray) -> bytes:
+        """Encode an interleaved (h, w, 3) chunk (no planar round trip)."""
+        rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
         return bytes(imagecodecs.jpeg8_encode(rgb, level=self.level))
+
+    def decode_rgb(self, buf: Any) -> np.ndarray:
+        """Decode to the interleaved (h, w, 3) chunk."""
+        return np.asarray(imagecodecs.jpeg8_decode(bytes(buf)))
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         rgb = imagecodecs.jpeg8_decode(bytes(buf))  # (h, w, 3)
@@ -136,7 +144,16 @@ def make_compressor(codec: str, chunk: int, quality: int = 90) -> Codec:
         ConfigError: For an unknown codec name.
     """
     if codec == "zstd":
-        return numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+        # Level 1 with one Blosc block per channel plane: on real H&E
+        # (CMU-1-Small-Region) 5x faster to encode than level 5 with Blosc's
+        # automatic block size (164 against 31 MP/s), as fast to decode
+        # (340 MP/s), 1.3% larger (ratio 1.50 against 1.52).
+        return numcodecs.Blosc(
+            cname="zstd",
+            clevel=1,
+            shuffle=numcodecs.Blosc.SHUFFLE,
+            blocksize=chunk * chunk,
+        )
     if codec == "jpeg":
         return PlanarJpeg((3, chunk, chunk), level=quality)
     raise ConfigError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
@@ -152,6 +169,10 @@ class ChunkIO:
     and event loop saves about 3 ms per 512 px chunk; encoding and file I/O
     release the GIL, so writer threads run in parallel. Only whole chunks (or
     the array's edge) are written, as the pyramid's alignment rule requires.
+
+    Pixels go in and out interleaved, (h, w, 3) as slides give them: a JPEG
+    chunk is encoded from them directly, a zstd chunk after one transposing
+    copy to the stored planar (3, h, w) layout.
 
     Args:
         array_path: The level folder (holding ``.zarray``), e.g. ``store/0``.
@@ -174,44 +195,50 @@ class ChunkIO:
             or meta.get("filters")
             or meta.get("dimension_separator") != "/"
             or len(meta.get("shape", ())) != 3
+            or meta.get("shape")[0] != 3
         ):
             raise CacheError("not a wsi-dram level array (3, H, W) uint8", self.path)
-        self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
-        self.chunks: tuple[int, int, int] = tuple(meta["chunks"])  # type: ignore[assignment]
+        _, self.height, self.width = (int(v) for v in meta["shape"])
+        _, self.chunk_h, self.chunk_w = (int(v) for v in meta["chunks"])
         self.fill = int(meta["fill_value"])
         self.codec = numcodecs.get_codec(meta["compressor"])
+        self._jpeg = isinstance(self.codec, PlanarJpeg)
 
     def _key(self, cx: int, cy: int) -> Path:
-        return self.path / "0" / str(cy // self.chunks[1]) / str(cx // self.chunks[2])
+        return self.path / "0" / str(cy // self.chunk_h) / str(cx // self.chunk_w)
 
-    def write(self, cx: int, cy: int, planar: np.ndarray) -> bool:
+    def write(self, cx: int, cy: int, rgb: np.ndarray) -> bool:
         """Encode and store the chunk whose top-left is level pixel (cx, cy).
 
         Args:
             cx: Chunk left (level pixels, a multiple of the chunk side).
             cy: Chunk top.
-            planar: (3, h, w) uint8 pixels of the chunk (h, w clipped at the
+            rgb: (h, w, 3) uint8 pixels of the chunk (h, w clipped at the
                 array's edge); padded with the fill value to the full chunk.
 
         Returns:
             False when the chunk is all fill value (nothing written).
         """
-        c, ch, cw = self.chunks
-        if planar.shape[1:] != (ch, cw):
-            full = np.full((c, ch, cw), self.fill, np.uint8)
-            full[:, : planar.shape[1], : planar.shape[2]] = planar
-            planar = full
-        planar = np.ascontiguousarray(planar)
-        if not (planar != self.fill).any():
+        h, w = rgb.shape[:2]
+        if (h, w) != (self.chunk_h, self.chunk_w):
+            full = np.full((self.chunk_h, self.chunk_w, 3), self.fill, np.uint8)
+            full[:h, :w] = rgb
+            rgb = full
+        if not (rgb != self.fill).any():
             return False
-        data = self.codec.encode(planar)
+        if self._jpeg:
+            data = self.codec.encode_rgb(rgb)
+        else:
+            data = self.codec.encode(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
         key = self._key(cx, cy)
         key.parent.mkdir(parents=True, exist_ok=True)
         key.write_bytes(data)
         return True
 
     def read(self, cx: int, cy: int) -> np.ndarray:
-        """The full (3, ch, cw) chunk at level pixel (cx, cy); fill when absent.
+        """The full (chunk_h, chunk_w, 3) chunk at level pixel (cx, cy).
+
+        Absent chunks are the fill value (white).
 
         Raises:
             CacheError: Naming the chunk file when it cannot be decoded.
@@ -220,31 +247,36 @@ class ChunkIO:
         try:
             data = key.read_bytes()
         except FileNotFoundError:
-            return np.full(self.chunks, self.fill, np.uint8)
+            return np.full((self.chunk_h, self.chunk_w, 3), self.fill, np.uint8)
         try:
-            out = self.codec.decode(data)
-            return np.frombuffer(out, np.uint8).reshape(self.chunks)
+            if self._jpeg:
+                return self.codec.decode_rgb(data).reshape(
+                    self.chunk_h, self.chunk_w, 3
+                )
+            planar = np.frombuffer(self.codec.decode(data), np.uint8)
+            return planar.reshape(3, self.chunk_h, self.chunk_w).transpose(1, 2, 0)
         except Exception as exc:
             raise CacheError(f"corrupted chunk: {exc}", key) from exc
 
     def read_region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Level pixels (3, height, width) at (x, y), chunk-aligned origin.
+        """Level pixels (height, width, 3) at (x, y), clipped to the array.
 
         Args:
-            x: Left, a multiple of the chunk side (level pixels).
-            y: Top, a multiple of the chunk side.
-            width: Width; the region is clipped to the array.
-            height: Height.
+            x: Left, a multiple of the chunk width (level pixels).
+            y: Top, a multiple of the chunk height.
+            width: Width in level pixels.
+            height: Height in level pixels.
         """
-        _, ch, cw = self.chunks
-        width = min(width, self.shape[2] - x)
-        height = min(height, self.shape[1] - y)
-        out = np.empty((3, height, width), np.uint8)
-        for cy in range(y, y + height, ch):
-            for cx in range(x, x + width, cw):
-                h, w = min(ch, y + height - cy), min(cw, x + width - cx)
-                chunk = self.read(cx, cy)
-                out[:, cy - y : cy - y + h, cx - x : cx - x + w] = chunk[:, :h, :w]
+        width = min(width, self.width - x)
+        height = min(height, self.height - y)
+        out = np.empty((height, width, 3), np.uint8)
+        for cy in range(y, y + height, self.chunk_h):
+            for cx in range(x, x + width, self.chunk_w):
+                h = min(self.chunk_h, y + height - cy)
+                w = min(self.chunk_w, x + width - cx)
+                out[cy - y : cy - y + h, cx - x : cx - x + w] = self.read(cx, cy)[
+                    :h, :w
+                ]
         return out
 
 
