@@ -56,7 +56,7 @@ def parse_formats(text: str) -> list[str]:
 
 def summary_table(rows: Sequence[HeatmapRow]) -> Table:
     """Slide, status, score, fields, tissue read, outputs, seconds, reason."""
-    table = Table(title="heatmap summary")
+    table = Table(title="heatmap summary", expand=False)
     for col, justify in [
         ("slide", "left"),
         ("status", "left"),
@@ -76,7 +76,7 @@ def summary_table(rows: Sequence[HeatmapRow]) -> Table:
             f"{r.score:.3f}" if r.score is not None else "",
             str(r.fields) if done else "",
             f"{100 * r.pixels_read_fraction:.3f}%" if done else "",
-            " ".join(_OUTPUT_NAMES.get(k, k) for k in r.outputs),
+            ",".join(_OUTPUT_NAMES.get(k, k) for k in r.outputs),
             f"{r.seconds:.1f}",
             r.error,
         )
@@ -198,7 +198,8 @@ def register(app: typer.Typer) -> None:
             bars.finish()
         for row in rows:
             if row.status == "failed":
-                console.print(f"[red]failed[/] {row.source}: {row.error}")
-        Console().print(summary_table(rows))
+                console.print(f"[red]failed[/] {row.slide_id}: {row.error}")
+        Console(width=max(Console().width, 120)).print(summary_table(rows))
+        console.print(f"outputs in {out}")
         if any(r.status == "failed" for r in rows):
             sys.exit(1)
