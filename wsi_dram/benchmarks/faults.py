@@ -419,8 +419,9 @@ def run(out_dir: Path) -> str:
         "",
         f"{len(slides)} synthetic slides of 2048 x 2048 px, chunk {CHUNK}, block "
         f"{BLOCK}; an uninterrupted run works {seconds:.1f} s. "
-        f"{SOAK_SERIES} series of {per_series} SIGKILLs each, at uniform random "
-        "delays (seed 2026) after the run's first log line, then a full rerun.",
+        f"{SOAK_SERIES} series of {per_series} SIGKILLs each (seed 2026), then a "
+        "full rerun: every other kill at a uniform random delay after the run's "
+        "first log line, the others shortly after a half-written store appears.",
         "",
         "| figure | value |",
         "|---|---|",
