@@ -189,3 +189,21 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_last_one(
     monkeypatch.setattr(checkpoints.torch, "save", real_save)
     assert checkpoints.load_checkpoint(last)["epoch"] == 1  # intact, epoch 1
     assert not list((run / "checkpoints").glob("*.tmp"))
+
+
+def test_unwritable_run_folder_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd
+) -> None:
+    from tests.faults.test_training_resume import write_config
+
+    config = write_config(tmp_path)
+    run = unwritable_cache(tmp_path) / "run"
+    argv = ["wsi-dram", "train", "--config", str(config), "--out", str(run)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    code = errno.ENOTDIR if os.geteuid() == 0 else errno.EACCES
+    reason = os.strerror(code)
+    assert err == [f"error: {run}: cannot write the run folder ({reason})"]

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from wsi_dram.config import config_to_dict, dump_toml
 from wsi_dram.data.tasks import Task, build_task, epoch_seed
-from wsi_dram.errors import CheckpointError
+from wsi_dram.errors import CheckpointError, WsiDramError
 from wsi_dram.evaluation.classification import evaluate_model
 from wsi_dram.model.dram import DRAM, hybrid_loss
 from wsi_dram.training.checkpoints import (
@@ -130,8 +130,13 @@ def train(
 def _start_logging(out: Path, rank: int) -> logging.Handler | None:
     if rank != 0:
         return None
-    out.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(out / "train.log", encoding="utf-8")
+    except OSError as exc:
+        raise WsiDramError(
+            f"cannot write the run folder ({exc.strerror or exc})", out
+        ) from exc
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger("wsi_dram")
