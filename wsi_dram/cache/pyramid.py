@@ -225,8 +225,8 @@ def release_handles(
 def bin2x2(pixels: np.ndarray) -> np.ndarray:
     """2x2 mean of a (2h, 2w, 3) uint8 block, rounded half up -> (h, w, 3).
 
-    Four strided uint16 additions: about 15x faster than a reshape + ``sum``
-    over the two pair axes (1.6 ms against 25 ms per 1024 px block here).
+    Four strided uint16 additions: about 8x faster than a reshape + ``sum``
+    over the two pair axes (4 ms against 35 ms of CPU per 1024 px block here).
     """
     h2, w2, c = pixels.shape
     quads = pixels.reshape(h2 // 2, 2, w2 // 2, 2, c)
