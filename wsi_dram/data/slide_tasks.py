@@ -248,8 +248,10 @@ class _Integral:
     def __init__(self, mask: np.ndarray, downsample: float) -> None:
         self.d = float(downsample)
         self.shape = mask.shape
-        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-        table[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+        # int32 while the count fits (half the memory on a 100k px slide).
+        dtype = np.int32 if mask.size < 2**31 else np.int64
+        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype)
+        table[1:, 1:] = mask.astype(dtype).cumsum(0, dtype=dtype).cumsum(1, dtype=dtype)
         self.table = table
 
     def count(self, boxes: np.ndarray) -> np.ndarray:
@@ -263,7 +265,8 @@ class _Integral:
         c0, c1 = np.clip(b[:, 0], 0, w), np.clip(b[:, 2], 0, w)
         r0, r1 = np.clip(b[:, 1], 0, h), np.clip(b[:, 3], 0, h)
         t = self.table
-        return t[r1, c1] - t[r0, c1] - t[r1, c0] + t[r0, c0]
+        count = t[r1, c1].astype(np.int64) - t[r0, c1] - t[r1, c0] + t[r0, c0]
+        return count
 
     def fraction(self, boxes: np.ndarray) -> np.ndarray:
         """(N,) share of each box's area covered (area counted in raster px)."""
