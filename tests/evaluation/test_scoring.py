@@ -160,3 +160,19 @@ def test_whole_slide_scores_one_field(slide_cohort: SlideCohort) -> None:  # noq
     x0, y0, side = scores.fields[0].tolist()
     assert scores.field_size == scores.stride == side
     assert scores.score == pytest.approx(0.1 + 0.8 * (x0 + side / 2) / slide.width)
+
+
+def test_options_from_config(slide_cohort: SlideCohort) -> None:  # noqa: F811
+    from tests.data.slide_cohort import region_config
+    from wsi_dram.errors import ConfigError
+    from wsi_dram.evaluation.scoring import options_from_config
+    from wsi_dram.training.config import TrainConfig
+
+    config = region_config(slide_cohort, score_stride=256, aggregate="topk", top_k=2)
+    options = options_from_config(config)
+    assert (options.field_size, options.stride, options.aggregate) == (512, 256, "topk")
+    assert options.top_k == 2 and not options.whole_slide
+    config.task.kind = "slide"
+    assert options_from_config(config).whole_slide
+    with pytest.raises(ConfigError, match="not a slide task"):
+        options_from_config(TrainConfig())

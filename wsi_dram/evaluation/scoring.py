@@ -338,3 +338,21 @@ def options_from_task(opts: Any, whole_slide: bool = False) -> ScoringOptions:
         batch_size=opts.eval_batch_size,
         whole_slide=whole_slide,
     )
+
+
+def options_from_config(config: Any) -> ScoringOptions:
+    """:class:`ScoringOptions` of a checkpoint's ``TrainConfig`` (slide tasks).
+
+    For the heatmap command: ``score_slide(model, open_cache(path),
+    options_from_config(cfg))`` with ``model, cfg, _ = load_model(checkpoint)``.
+
+    Raises:
+        ConfigError: The config is not a slide task's.
+    """
+    from wsi_dram.data.slide_tasks import read_options
+
+    if config.task.kind not in ("slide_regions", "slide"):
+        raise ConfigError(
+            f"task.kind {config.task.kind!r} is not a slide task (slide_regions, slide)"
+        )
+    return options_from_task(read_options(config.task), config.task.kind == "slide")
