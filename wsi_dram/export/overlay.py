@@ -33,7 +33,6 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
-from skimage.draw import polygon as fill_polygon
 
 from wsi_dram.export.heatmap import (
     DEFAULT_CMAP,
@@ -86,17 +85,24 @@ def _rgb(thumbnail: np.ndarray) -> np.ndarray:
 def _tissue_mask(
     geometry: shapely.Geometry, shape: tuple[int, int], d: float
 ) -> np.ndarray:
-    """Thumbnail pixels whose centre lies in ``geometry`` (level-0 px)."""
+    """Thumbnail pixels whose centre lies in ``geometry`` (level-0 px).
+
+    Pixel centres are tested against the prepared geometry (GEOS's indexed
+    point-in-polygon), only inside each polygon's bounding box: the cost grows
+    with the pixels, not with pixels x vertices as a plain polygon fill does.
+    """
     mask = np.zeros(shape, dtype=bool)
     for polygon in as_multipolygon(geometry).geoms:
-        part = np.zeros(shape, dtype=bool)
-        # skimage puts pixel centres on integers; ours are at i + 0.5.
-        xy = np.asarray(polygon.exterior.coords) / d - 0.5
-        part[fill_polygon(xy[:, 1], xy[:, 0], shape)] = True
-        for ring in polygon.interiors:
-            xy = np.asarray(ring.coords) / d - 0.5
-            part[fill_polygon(xy[:, 1], xy[:, 0], shape)] = False
-        mask |= part
+        shapely.prepare(polygon)
+        x0, y0, x1, y1 = polygon.bounds
+        c0, r0 = max(0, int(x0 // d)), max(0, int(y0 // d))
+        c1, r1 = min(shape[1], int(x1 // d) + 1), min(shape[0], int(y1 // d) + 1)
+        if c1 <= c0 or r1 <= r0:
+            continue
+        xs = (np.arange(c0, c1) + 0.5) * d
+        ys = (np.arange(r0, r1) + 0.5) * d
+        gx, gy = np.meshgrid(xs, ys)
+        mask[r0:r1, c0:c1] |= shapely.contains_xy(polygon, gx, gy)
     return mask
 
 
