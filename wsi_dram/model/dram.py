@@ -56,6 +56,9 @@ class ModelConfig:
         sigma: fixed standard deviation of the Gaussian policy, ``[-1, 1]`` units.
         detach_core: stop the REINFORCE gradient at the emission network's input
             (the policy then trains only the emission network; use with 1 layer).
+        what_pool: "flatten" or "global" end of the conv "what" path (see
+            :class:`~wsi_dram.model.modules.GlimpseNetwork`); "global" suits
+            textures (slides), "flatten" shapes (digits).
     """
 
     glimpses: int = 6
@@ -73,6 +76,7 @@ class ModelConfig:
     context_channels: list[int] = field(default_factory=lambda: [16, 32])
     sigma: float = 0.1
     detach_core: bool = False
+    what_pool: Literal["flatten", "global"] = "flatten"
 
 
 @dataclass
@@ -117,6 +121,7 @@ class DRAM(nn.Module):
             config.hidden_what,
             config.hidden_where,
             h,
+            config.what_pool,
         )
         self.core = CoreNetwork(h, config.layers, config.cell)
         self.context_net = (

@@ -27,6 +27,16 @@ def _conv_stack(in_channels: int, channels: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _pooled_conv_stack(in_channels: int, channels: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, out_channels in enumerate(channels):
+        layers += [nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.ReLU()]
+        if i < len(channels) - 1:
+            layers.append(nn.MaxPool2d(2))
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
 class GlimpseNetwork(nn.Module):
     """g_t: the K stacked windows ("what") times the location ("where").
 
@@ -39,6 +49,11 @@ class GlimpseNetwork(nn.Module):
         hidden_what: width of the fully connected "what" feature when no conv.
         hidden_where: width of the "where" MLP.
         hidden: width of g_t.
+        what_pool: how the conv "what" path ends: "flatten" (the conv maps,
+            max-pooled once when g > 12, flattened into a linear layer) or
+            "global" (a 2x2 max-pool after every conv but the last, then the
+            global max and mean of each channel: a texture detector that does
+            not care where in the window the texture is; inputs centred on 0).
     """
 
     def __init__(
@@ -50,9 +65,19 @@ class GlimpseNetwork(nn.Module):
         hidden_what: int,
         hidden_where: int,
         hidden: int,
+        what_pool: str = "flatten",
     ) -> None:
         super().__init__()
         in_channels = channels * scales
+        self.global_pool = what_pool == "global" and bool(conv_channels)
+        if self.global_pool:
+            self.conv = _pooled_conv_stack(in_channels, conv_channels)
+            self.pool = False
+            self.what = nn.Linear(2 * conv_channels[-1], hidden)
+            self.where = nn.Sequential(
+                nn.Linear(2, hidden_where), nn.ReLU(), nn.Linear(hidden_where, hidden)
+            )
+            return
         self.conv = _conv_stack(in_channels, conv_channels)
         self.pool = size > 12
         side = size // 2 if self.pool else size
@@ -70,6 +95,11 @@ class GlimpseNetwork(nn.Module):
     def forward(self, x: Tensor, l: Tensor) -> Tensor:  # noqa: E741
         """(B, K, C, g, g) windows and (B, 2) locations -> (B, hidden) g_t."""
         b, k, c, g, _ = x.shape
+        if self.global_pool:
+            z = self.conv((x.reshape(b, k * c, g, g) - 0.5) * 2)  # (B, C', g', g')
+            z = torch.cat([z.amax(dim=(2, 3)), z.mean(dim=(2, 3))], dim=1)  # (B, 2C')
+            what = torch.relu(self.what(z))  # (B, hidden)
+            return what * torch.relu(self.where(l))
         z = self.conv(x.reshape(b, k * c, g, g))  # (B, C', g, g) or (B, h)
         if z.ndim == 4 and self.pool:
             z = nn.functional.max_pool2d(z, 2)
