@@ -159,7 +159,16 @@ def run(out_dir: Path, side: int = SIDE, tiff_baseline: bool = True) -> str:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    store, ckpt = make_inputs(out_dir, side)
+    # Inputs in a child too: Linux keeps a process's peak RSS across fork and
+    # exec, so a parent that preprocessed in-process would lend its peak to
+    # every contender.
+    made = _child(
+        "from wsi_dram.benchmarks.heatmap import make_inputs\n"
+        f"store, ckpt = make_inputs(__import__('pathlib').Path({str(out_dir)!r}), "
+        f"{side})\n"
+        "extra = {'store': str(store), 'ckpt': str(ckpt)}"
+    )
+    store, ckpt = Path(made["store"]), Path(made["ckpt"])
     npz = out_dir / "heatmap.npz"
     ours = _child(
         _OURS.format(
