@@ -50,14 +50,12 @@ class DemoSettings:
     Attributes:
         slides: Slides in the cohort at scale 1.
         side: Side of each square slide in level-0 px.
-        epochs: Whole-slide training epochs.
         mnist_epochs: Epochs of the short MNIST check.
         mnist_subset: Training images of the short MNIST check.
     """
 
     slides: int = 24
     side: int = 8192
-    epochs: int = 8
     mnist_epochs: int = 2
     mnist_subset: int = 20000
     extra_set: list[str] = field(default_factory=list)

@@ -91,20 +91,32 @@ def pixels_read_fraction(scored: list[ScoredSlide]) -> float:
 
 
 def selection_value(scored: list[ScoredSlide]) -> dict[str, Any]:
-    """Validation figures for model selection: ``auc``, ``pixels_read_fraction``,
-    ``n_slides`` and ``selection`` (the AUC, or the share of slides called right
-    at 0.5 when only one class is present)."""
+    """Validation figures for model selection.
+
+    Returns:
+        ``auc``, ``separation`` (mean score of tumour slides minus that of normal
+        slides), ``pixels_read_fraction``, ``n_slides`` and ``selection``: the AUC
+        (or, when only one class is present, the share of slides called right at
+        0.5) plus ``separation / 1000``. A handful of validation slides often gives
+        an AUC of 1.0 from the first epoch on; the small separation term breaks
+        such ties in favour of the checkpoint that tells the classes apart more
+        clearly, without ever outweighing a real AUC difference (one swapped pair
+        of 10 x 10 slides moves the AUC by 0.01).
+    """
     labels = np.array([s.label for s in scored], np.int64)
     scores = np.array([s.scores.score for s in scored], np.float64)
     auc: float | None = None
+    separation = 0.0
     if len(set(labels.tolist())) == 2:
         auc = roc_auc(labels, scores)
-    selection = auc if auc is not None else float(((scores >= 0.5) == labels).mean())
+        separation = float(scores[labels == 1].mean() - scores[labels == 0].mean())
+    base = auc if auc is not None else float(((scores >= 0.5) == labels).mean())
     return {
         "auc": auc,
+        "separation": separation,
         "pixels_read_fraction": pixels_read_fraction(scored),
         "n_slides": len(scored),
-        "selection": selection,
+        "selection": base + separation / 1000.0,
     }
 
 
