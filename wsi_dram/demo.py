@@ -156,7 +156,6 @@ def run_synthetic(
     sets = [
         f"task.options.cache_dir={json.dumps(str(cache))}",
         f"task.options.labels={json.dumps(str(cohort / 'labels.csv'))}",
-        f"train.epochs={s.epochs}",
         *s.extra_set,
     ]
     if not (run / "checkpoints" / "best.pt").exists():
