@@ -122,8 +122,10 @@ def plan_blocks(
     if grow > 0 and mask.any():
         mask = ndimage.binary_dilation(mask, iterations=grow)
     # Integral image: any tissue in a rectangle in O(1).
-    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    # int32 holds any count of a mask up to 2**31 pixels, at half int64's memory.
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)
+    np.cumsum(mask, axis=0, dtype=np.int32, out=integral[1:, 1:])
+    np.cumsum(integral[1:, 1:], axis=1, out=integral[1:, 1:])
     sources = source_levels(level_factors, level_count)
 
     def has_tissue(x0: float, y0: float, x1: float, y1: float) -> bool:
