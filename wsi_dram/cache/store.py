@@ -29,7 +29,7 @@ every viewer able to open the cache.
 Why zstd is the default (tissue chunks of CMU-1-Small-Region, real H&E, CPU
 time; ``wsi_dram.benchmarks.preprocess``): JPEG Q90 is 6.9x smaller (292 against
 2,006 kB per MP) and 2x faster to encode (about 340 against 170 MP/s), but 1.3x
-slower to decode through the chunk reader (about 220 against 290 MP/s) and 1.6x
+slower to decode through the chunk reader (about 220 against 290 MP/s) and 1.4x
 through zarr, and it changes pixels (mean error 4.8 grey levels). Reads happen
 at every training step, writes once, so read speed and exactness win; use
 ``jpeg`` when disk space is the limit.
