@@ -201,7 +201,14 @@ def register(app: typer.Typer) -> None:
             help="dask.distributed scheduler address (tcp://host:port).",
         ),
         codec: str = typer.Option(
-            "zstd", "--codec", help=f"Chunk codec: {' | '.join(CODECS)}."
+            "zstd",
+            "--codec",
+            help=(
+                f"Chunk codec ({' | '.join(CODECS)}). zstd: lossless, opens in every "
+                "OME-Zarr viewer, decodes fastest. jpeg: about 7x smaller and 2x "
+                "faster to write, but lossy, 1.3x slower to decode, and readable "
+                "only where wsi-dram is installed."
+            ),
         ),
         force: bool = typer.Option(
             False, "--force", help="Rebuild complete caches too."
