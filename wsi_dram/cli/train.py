@@ -56,17 +56,22 @@ def train_command(
             progress.update(bar, completed=done, loss=f"{loss:.4f}")
 
         def end(line: dict[str, Any]) -> None:
+            slides = ""
+            if line.get("val_auc") is not None:
+                slides = f"val slide AUC {line['val_auc']:.3f}  "
             console.print(
                 f"epoch {line['epoch']}: loss {line['loss']:.4f}  "
                 f"acc {line['accuracy']:.4f}  val acc {line['val_accuracy']:.4f}  "
-                f"({line['seconds']:.1f} s, {line['images_per_s']:.0f} img/s)"
+                f"{slides}({line['seconds']:.1f} s, {line['images_per_s']:.0f} img/s)"
             )
 
         summary = train(cfg, out, resume, TrainCallbacks(start, step, end))
     table = Table(title=f"run {summary['out_dir']}")
     table.add_column("figure")
     table.add_column("value", justify="right")
-    table.add_row("best val accuracy (M=1)", f"{summary['best_val_accuracy']:.4f}")
+    slide_task = cfg.task.kind.startswith("slide")
+    name = "best val slide margin AUC" if slide_task else "best val accuracy (M=1)"
+    table.add_row(name, f"{summary['best_val_accuracy']:.4f}")
     table.add_row("best epoch", str(summary["best_epoch"]))
     if "test" in summary:
         test = summary["test"]
