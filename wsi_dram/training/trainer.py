@@ -225,7 +225,10 @@ def _train(
                 selection = float(figures.pop("selection"))
                 line.update({f"val_{key}": value for key, value in figures.items()})
                 line["val_selection"] = selection
-            improved = selection > best_val
+            # Ties go to the later epoch: a small validation set saturates (a
+            # slide AUC of 1.0 from some epoch on), and more training is then
+            # the better bet.
+            improved = selection >= best_val
             if improved:
                 best_val, best_epoch = selection, epoch + 1
             line["best_epoch"] = best_epoch
