@@ -370,11 +370,13 @@ def detect_tissue(slide: Slide, params: TissueParams | None = None) -> Tissue:
     )
     area_mm2 = float(mask.sum()) * downsample**2 * slide.mpp * slide.mpp_y / 1e6
     geometry = mask_to_polygons(mask, downsample)
+    kind = "brightness" if is_fluorescence(thumb, params) else "saturation"
     log.info(
-        "%s: tissue %.2f mm² in %d piece(s), saturation threshold %.3f",
+        "%s: tissue %.2f mm² in %d piece(s), %s threshold %.3f",
         slide.slide_id,
         area_mm2,
         len(geometry.geoms),
+        kind,
         threshold,
     )
     return Tissue(mask, downsample, geometry, area_mm2, bbox, pen, threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from wsi_dram.errors import ConfigError
+from wsi_dram.errors import ConfigError, DataError
 from wsi_dram.export import ALL_FORMATS
 
 if TYPE_CHECKING:
@@ -52,6 +53,57 @@ def parse_formats(text: str) -> list[str]:
             f"--formats {text!r}: choose from {','.join(ALL_FORMATS)} or all"
         )
     return formats
+
+
+def expand_sources(sources: Sequence[str]) -> list[Path]:
+    """Cache stores and slide files named by ``sources``, in order.
+
+    An existing ``*.ome.zarr`` folder is a cache store and kept as it is; the
+    rest go through :func:`wsi_dram.cli.preprocess.expand_slides` as for
+    ``wsi-dram preprocess`` (paths, globs, folders of slide files; a DICOM
+    series counts once). A folder or glob also gives the cache stores in it or
+    matched by it. A path named twice is scored once.
+
+    Raises:
+        DataError: A missing path, a glob that matches nothing, or a folder
+            with neither slide files nor cache stores.
+    """
+    from wsi_dram.cli.preprocess import expand_slides
+    from wsi_dram.export.run import is_store
+
+    found: list[Path] = []
+    for source in sources:
+        path = Path(source)
+        if is_store(path):
+            found.append(path)
+            continue
+        stores: list[Path] = []
+        if path.is_dir():
+            stores = [p for p in path.iterdir() if is_store(p)]
+        elif not path.exists() and glob.has_magic(source):
+            stores = [Path(p) for p in glob.glob(source) if is_store(p)]
+        try:
+            files = expand_slides([source])
+        except DataError:
+            if not stores:
+                raise
+            files = []
+        if path.is_dir() and not files and not stores:
+            raise DataError("no slide file or cache store in this folder", path)
+        found.extend(sorted([*files, *stores]))
+    # One DICOM file per series across all sources (expand_slides keeps the
+    # first of each folder), and every path once.
+    slide_files = {str(p) for p in found if not is_store(p)}
+    kept = set(expand_slides(sorted(slide_files))) if slide_files else set()
+    seen: set[Path] = set()
+    out: list[Path] = []
+    for path in found:
+        key = path.resolve()
+        if key in seen or (not is_store(path) and path not in kept):
+            continue
+        seen.add(key)
+        out.append(path)
+    return out
 
 
 def summary_table(rows: Sequence[HeatmapRow]) -> Table:
@@ -130,8 +182,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("heatmap")
     def heatmap_cmd(
-        sources: list[Path] = typer.Argument(
-            ..., help="Cache stores (*.ome.zarr) and/or slide files."
+        sources: list[str] = typer.Argument(
+            ...,
+            help="Cache stores (*.ome.zarr), slide files, globs or folders.",
         ),
         checkpoint: Path = typer.Option(
             ..., "--checkpoint", help="A slide-task checkpoint (.pt)."
@@ -171,9 +224,18 @@ def register(app: typer.Typer) -> None:
         slide's cache. A failed slide is reported and the others go on; the exit
         code is 1 when any slide failed.
         """
-        from wsi_dram.export.run import heatmap_slides, load_heatmap_model
+        from wsi_dram.export.run import (
+            check_writable,
+            heatmap_slides,
+            is_store,
+            load_heatmap_model,
+        )
 
         chosen = parse_formats(formats)
+        slides = expand_sources(sources)
+        check_writable(out)
+        if cache is not None and any(not is_store(p) for p in slides):
+            check_writable(cache, "cache folder")
         model = load_heatmap_model(checkpoint, stride)
         console = Console(stderr=True)
         columns = (
@@ -183,9 +245,9 @@ def register(app: typer.Typer) -> None:
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=False) as progress:
-            bars = _Bars(progress, len(sources))
+            bars = _Bars(progress, len(slides))
             rows = heatmap_slides(
-                sources,
+                slides,
                 model,
                 out,
                 formats=chosen,

@@ -38,6 +38,8 @@ def train_command(
     """
     from wsi_dram.training import TrainCallbacks, read_train_config, train
 
+    if config.is_dir():
+        raise ConfigError("is a directory, not a config file", config)
     cfg = read_train_config(config, set_)
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"),
@@ -126,18 +128,21 @@ def evaluate_command(
     table = Table(title=f"{checkpoint} on {split} ({report['n']} images, {policy})")
     table.add_column("class")
     table.add_column("accuracy M=1", justify="right")
-    table.add_column(f"accuracy M={samples}", justify="right")
+    if samples > 1:  # with M=1 both columns would be the same figure
+        table.add_column(f"accuracy M={samples}", justify="right")
+
+    def cells(m1: float, m: float) -> list[str]:
+        return [f"{m1:.4f}", f"{m:.4f}"] if samples > 1 else [f"{m1:.4f}"]
+
     for name, acc in report["per_class_accuracy"].items():
-        table.add_row(
-            name, f"{report['per_class_accuracy_m1'][name]:.4f}", f"{acc:.4f}"
-        )
-    table.add_row(
-        "all", f"{report['accuracy_m1']:.4f}", f"{report['accuracy']:.4f}", style="bold"
-    )
+        table.add_row(name, *cells(report["per_class_accuracy_m1"][name], acc))
+    all_cells = cells(report["accuracy_m1"], report["accuracy"])
+    table.add_row("all", *all_cells, style="bold")
     Console().print(table)
-    Console().print(
-        f"error: {report['error_m1']:.4f} (M=1)  {report['error']:.4f} (M={samples})"
-    )
+    error = f"error: {report['error_m1']:.4f} (M=1)"
+    if samples > 1:
+        error += f"  {report['error']:.4f} (M={samples})"
+    Console().print(error)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

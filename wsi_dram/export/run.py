@@ -24,6 +24,7 @@ a batch in which a bad slide fails alone with a one-line reason.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from wsi_dram.errors import CacheError, CheckpointError, ConfigError, SlideError
+from wsi_dram.errors import (
+    CacheError,
+    CheckpointError,
+    ConfigError,
+    SlideError,
+    WsiDramError,
+)
 from wsi_dram.evaluation.scoring import ScoringOptions, SlideScores, score_slide
 from wsi_dram.export import ALL_FORMATS, GlimpsePath, export_all
 
@@ -172,6 +179,32 @@ class HeatmapRow:
     pixels_read_fraction: float = 0.0
     outputs: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
+
+
+def is_store(source: str | Path) -> bool:
+    """True for an existing ``*.ome.zarr`` folder (a cache store, not a slide)."""
+    path = Path(source)
+    return path.name.endswith(STORE_SUFFIX) and path.is_dir()
+
+
+def check_writable(folder: str | Path, what: str = "output folder") -> Path:
+    """Create ``folder`` and prove it writable.
+
+    Raises:
+        WsiDramError: One line naming the folder, e.g. when it lies under a
+            regular file or is read-only.
+    """
+    path = Path(folder)
+    probe = path / f".wsi_dram_write_test.{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WsiDramError(
+            f"{what} is not writable ({exc.strerror or exc})", path
+        ) from exc
+    return path
 
 
 def slide_id_of(source: str | Path) -> str:
@@ -354,6 +387,14 @@ def run_heatmap(
         device=scorer.device,
         progress=score_progress,
     )
+    if len(scores.fields) == 0:
+        # A score of 0 from no field would read as a confident "no tumour".
+        raise SlideError(
+            f"no field with enough tissue to score (min_tissue "
+            f"{scorer.options.min_tissue:g} of a field); the slide is too small "
+            f"for fields of {scorer.options.field_size} px or has too little tissue",
+            store,
+        )
     log.info(
         "%s: %d fields, score %.3f, %.3f%% of tissue px read",
         slide.slide_id,
@@ -448,9 +489,19 @@ def heatmap_slides(
 
     Returns:
         One :class:`HeatmapRow` per source, in order.
+
+    Raises:
+        WsiDramError: ``out_dir`` (or the cache folder, when a slide file needs
+            caching) cannot be written: no slide could be done.
     """
     scorer = model if isinstance(model, HeatmapModel) else load_heatmap_model(model)
     scorer = scorer.with_stride(stride)
+    check_writable(out_dir)
+    if any(not is_store(s) and Path(s).is_file() for s in sources):
+        cache_root = (
+            Path(cache_dir) if cache_dir is not None else Path(out_dir) / "cache"
+        )
+        check_writable(cache_root, "cache folder")
     rows = []
     for source in sources:
         slide_id = slide_id_of(source)

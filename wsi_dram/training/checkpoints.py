@@ -7,9 +7,7 @@ so ``evaluate`` and ``visualize`` need nothing but the checkpoint.
 
 from __future__ import annotations
 
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +72,32 @@ def save_checkpoint(
         ) from exc
 
 
+def _short_reason(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` of ``exc`` on one line, cut to ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
     Raises:
-        CheckpointError: Missing, unreadable, or not a wsi-dram checkpoint.
+        CheckpointError: Missing, a directory, unreadable (any failure to
+            unpickle: a TIFF, random bytes, a truncated or foreign zip), or not
+            a wsi-dram checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError("is a directory, not a checkpoint file", path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except (
-        OSError,
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as exc:
-        raise CheckpointError(f"not a readable checkpoint ({exc})", path) from exc
+    except Exception as exc:  # noqa: BLE001 - unpickling any file raises anything
+        raise CheckpointError(
+            f"not a readable checkpoint ({_short_reason(exc)})", path
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a wsi-dram checkpoint", path)
     return payload
