@@ -5,15 +5,20 @@ For each slide (independently; a failure is recorded and the batch goes on):
 1. skip it when ``<slide_id>.ome.zarr`` is complete and both the source signature
    (size, mtime, hash of the first and last MiB) and the parameters are unchanged
    (``force`` rebuilds);
-2. open it (:func:`wsi_dram.slides.reader.open_slide`, mpp override allowed),
+2. open it (:func:`wsi_dram.slides.reader.open_slide`; ``options.mpp`` serves
+   only slides whose file has no pixel size),
    detect tissue (:func:`wsi_dram.tissue.detect_tissue`; none -> failed
    "no tissue found"), read its annotation when one matches the slide id;
 3. write the pyramid into ``.<slide_id>.ome.zarr.partial`` with Dask
    (:mod:`wsi_dram.cache.pyramid`), add labels ``tissue`` and ``tumor``, the
    ``wsi_dram`` attributes with ``complete: true`` last, the tile grid, then
    rename the store into place; a killed run leaves only a ``.partial`` folder,
-   which the next run deletes;
+   which the next run deletes (whether it rebuilds or skips the slide);
 4. draw the QC picture ``qc/<slide_id>.png`` and update ``manifest.csv``.
+
+One run at a time per cache: :func:`preprocess` holds ``.wsi_dram.lock`` in the
+cache folder (an ``flock``, released by the OS when the process ends, even when
+killed); a second run stops at once with a :class:`CacheError`.
 
 Memory is bounded by the block size times the number of workers: no level is
 ever held whole (the tissue mask and label rasters are small, at ``mask_level``).
@@ -24,11 +29,13 @@ files of MRXS/DICOM series); the temp-then-rename step needs a local file system
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,12 +48,18 @@ import wsi_dram
 from wsi_dram.cache import pyramid, store, tiles
 from wsi_dram.cache.manifest import ManifestRow, update_manifest
 from wsi_dram.cache.qc import write_qc_png
-from wsi_dram.errors import CacheError, NoTissueError, WsiDramError
+from wsi_dram.errors import CacheError, ConfigError, NoTissueError, WsiDramError
 
 log = logging.getLogger(__name__)
 
 _HASH_BYTES = 1 << 20
 _QC_SIDE = 1200  # long side (px) of the QC picture at most
+
+#: Name of the lock file :func:`preprocess` holds in the cache folder.
+LOCK_NAME = ".wsi_dram.lock"
+#: Seconds to wait for a ``--scheduler`` address to answer.
+SCHEDULER_TIMEOUT_S = 10.0
+_HELD_LOCKS: set[Path] = set()  # cache folders this process holds the lock of
 
 
 @dataclass
@@ -69,7 +82,8 @@ class PreprocessOptions:
         min_tissue: Smallest tissue fraction of a kept tile.
         workers: Threads of the threaded scheduler.
         force: Rebuild even when the cache is complete and unchanged.
-        mpp: Micrometres per pixel to use instead of the file's (override).
+        mpp: Micrometres per pixel for slides whose file has no pixel size
+            (a fallback: a file's own value wins).
         group_map: Annotation group -> label additions (None: default map).
         tissue: Tissue detection parameters (None: defaults).
         qc: Write ``qc/<slide_id>.png``.
@@ -172,6 +186,97 @@ def _check_writable(cache_dir: Path) -> None:
         ) from exc
 
 
+@contextmanager
+def cache_lock(cache_dir: str | Path) -> Iterator[Path]:
+    """Hold the cache's preprocess lock (``cache_dir/.wsi_dram.lock``) for a block.
+
+    An exclusive, non-blocking ``flock`` on the lock file, which records the
+    holder's pid; the OS releases it when the process ends, however it ends, so a
+    killed run never leaves the cache locked. The file itself stays. Reentrant
+    within a process: a nested call for a cache already held does nothing.
+
+    Args:
+        cache_dir: The cache folder (created, and proved writable, first).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        CacheError: Another process holds the lock (the message names its pid),
+            or the cache folder or lock file cannot be written.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / LOCK_NAME
+    if holds_lock(cache_dir):
+        yield path
+        return
+    _check_writable(cache_dir)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CacheError(
+            f"cannot create the lock file {LOCK_NAME} ({exc.strerror or exc})",
+            cache_dir,
+        ) from exc
+    key = cache_dir.resolve()
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise CacheError(
+                f"cache is in use by another wsi-dram preprocess run (pid {holder}); "
+                "wait for it or use another --cache",
+                cache_dir,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS.add(key)
+        try:
+            yield path
+        finally:
+            _HELD_LOCKS.discard(key)
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def holds_lock(cache_dir: str | Path) -> bool:
+    """Whether this process holds ``cache_dir``'s lock (see :func:`cache_lock`)."""
+    return Path(cache_dir).resolve() in _HELD_LOCKS
+
+
+def connect_scheduler(address: str, timeout_s: float | None = None) -> Any:
+    """A ``distributed.Client`` connected to ``address`` (tcp://host:port).
+
+    Args:
+        address: The scheduler address.
+        timeout_s: Seconds to wait for it (default :data:`SCHEDULER_TIMEOUT_S`).
+
+    Raises:
+        ConfigError: The address is malformed or nothing answers there in time.
+    """
+    from distributed import Client
+
+    timeout = SCHEDULER_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        return Client(address, timeout=timeout)
+    except (ValueError, TypeError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(
+            f"--scheduler {address!r}: not a scheduler address ({detail}); "
+            "give tcp://host:port"
+        ) from exc
+    except OSError as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ConfigError(
+            f"--scheduler {address!r}: no dask scheduler answered within "
+            f"{timeout:g} s ({detail}); check the address and that the scheduler "
+            "runs"
+        ) from exc
+
+
 def _unchanged(final: Path, signature: dict[str, Any], params: dict[str, Any]) -> bool:
     attrs = store.read_project_attrs(final)
     if not attrs or attrs.get("complete") is not True:
@@ -179,7 +284,33 @@ def _unchanged(final: Path, signature: dict[str, Any], params: dict[str, Any]) -
     old = attrs.get("source") or {}
     same_source = all(old.get(k) == signature[k] for k in ("size", "mtime", "hash"))
     tiles_ok = store.tiles_path(final.parent, str(attrs.get("slide_id"))).exists()
-    return same_source and attrs.get("params") == params and tiles_ok
+    return same_source and _same_params(attrs, params) and tiles_ok
+
+
+def _same_params(attrs: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Whether a store made with ``attrs`` matches ``params``.
+
+    ``mpp`` (the fallback pixel size, µm/px) matters only to a slide that used
+    it: a slide with its own pixel size is unchanged whatever ``--mpp`` says, and
+    one that used the fallback is unchanged when the run gives none (the file
+    still has none) or the same value.
+    """
+    old = dict(attrs.get("params") or {})
+    new = dict(params)
+    old_mpp, new_mpp = old.pop("mpp", None), new.pop("mpp", None)
+    if old != new:
+        return False
+    source = attrs.get("mpp_source")
+    if source == "fallback":
+        return new_mpp is None or new_mpp == attrs.get("mpp")
+    if source == "override":  # older versions: --mpp overrode the file's value
+        return bool(new_mpp == old_mpp and "openslide.mpp-x" not in _props(attrs))
+    return True
+
+
+def _props(attrs: dict[str, Any]) -> dict[str, Any]:
+    props = attrs.get("properties")
+    return props if isinstance(props, dict) else {}
 
 
 def _skipped_row(final: Path, source: Path, seconds: float) -> ManifestRow:
@@ -238,6 +369,9 @@ def preprocess_slide(
         params = options.params()
         if not options.force and _unchanged(final, signature, params):
             log.info("%s: cache complete and source unchanged, skipped", slide_id)
+            if tmp.exists() and holds_lock(cache_dir):  # left by a killed run
+                log.info("%s: removing the stale %s", slide_id, tmp.name)
+                store.remove_store(tmp)
             qc_png = Path(cache_dir) / store.QC_DIR / f"{slide_id}.png"
             if options.qc and not qc_png.exists():  # a run killed before its QC
                 cached = store.open_cache(final)
@@ -308,7 +442,7 @@ def _build(
 
     pyramid.check_alignment(options.block, options.chunk)
     store.make_compressor(options.codec, options.chunk, options.quality)
-    with open_slide(source, mpp=options.mpp) as slide:
+    with open_slide(source, fallback_mpp=options.mpp) as slide:
         tissue = detect_tissue(slide, options.tissue)
         annotation = None
         ann_path = find_annotation(slide.slide_id, annotations) if annotations else None
@@ -509,16 +643,31 @@ def preprocess(
 
     Returns:
         One row per slide in input order; the manifest is rewritten after each.
+
+    Raises:
+        CacheError: The cache is unwritable or another run holds its lock.
+        ConfigError: The scheduler address is malformed or unreachable.
     """
     options = options or PreprocessOptions()
     cache_dir = Path(cache_dir)
-    _check_writable(cache_dir)
+    with cache_lock(cache_dir):
+        return _preprocess_locked(
+            slides, cache_dir, annotations, options, scheduler, progress
+        )
+
+
+def _preprocess_locked(
+    slides: Iterable[str | Path],
+    cache_dir: Path,
+    annotations: str | Path | None,
+    options: PreprocessOptions,
+    scheduler: Any,
+    progress: Progress | None,
+) -> list[ManifestRow]:
     ann = Path(annotations) if annotations is not None else None
     client, own_client = scheduler, False
     if isinstance(scheduler, str):
-        from distributed import Client
-
-        client, own_client = Client(scheduler), True
+        client, own_client = connect_scheduler(scheduler), True
     rows: list[ManifestRow] = []
     seen: set[str] = set()
     try:

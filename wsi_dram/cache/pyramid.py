@@ -181,7 +181,7 @@ def _slide(path: str, mpp: float | None) -> tuple[Any, Any]:
         if key in _SLIDES:
             _SLIDES.move_to_end(key)
             return _SLIDES[key], _TIFFS[key]
-        slide = open_slide(path, mpp=mpp)
+        slide = open_slide(path, fallback_mpp=mpp)
         _SLIDES[key] = slide
         _TIFFS[key] = TiffTiles.open(slide)
         while len(_SLIDES) > _MAX_SLIDES:
@@ -252,7 +252,7 @@ def run_block(task: BlockTask, store: str, slide_path: str, mpp: float | None) -
         task: The block.
         store: The (temporary) store folder being written.
         slide_path: The source slide (reopened per process).
-        mpp: The mpp override the slide was opened with, if any.
+        mpp: Pixel size (µm/px) for a slide file without one, if any.
 
     Returns:
         Number of chunks written (all-white chunks are not written).
@@ -297,7 +297,8 @@ def write_levels(
         plan: ``plan_blocks`` output.
         store: The store folder (absolute; workers open it by path).
         slide_path: The source slide (absolute).
-        mpp: mpp override for reopening the slide in workers.
+        mpp: Pixel size (µm/px) for a slide file without one (workers reopen
+            the slide with it as the fallback), or None.
         scheduler: None for the threaded scheduler, or a ``distributed.Client``.
         workers: Threads for the threaded scheduler.
         on_block: Called with 1 after each finished block (progress).

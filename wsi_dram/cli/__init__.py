@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
+import click
 import typer
 
 from wsi_dram.errors import WsiDramError
@@ -55,13 +57,43 @@ for _name in COMMAND_MODULES:
     _module.register(app)
 
 
+def _from_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while handling a KeyboardInterrupt (its chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _interrupted() -> NoReturn:
+    typer.secho("interrupted", err=True, fg=typer.colors.RED)
+    sys.exit(130)
+
+
 def main() -> None:
-    """Entry point of the ``wsi-dram`` console script."""
+    """Entry point of the ``wsi-dram`` console script.
+
+    Exit codes: 0 success, 1 a command's own failure (e.g. failed slides), 2 a
+    user error (one ``error: ...`` line) or a usage error, 130 Ctrl-C (one
+    ``interrupted`` line). Typer turns a KeyboardInterrupt into a silent
+    ``SystemExit(130)`` (click: ``Abort``); both are recognised here.
+    """
     try:
         app()
     except WsiDramError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.secho("interrupted", err=True, fg=typer.colors.RED)
-        sys.exit(130)
+        _interrupted()
+    except click.exceptions.Abort as exc:  # click's own conversion, if it reaches
+        if _from_interrupt(exc):
+            _interrupted()
+        raise
+    except SystemExit as exc:
+        if exc.code == 130 and _from_interrupt(exc):
+            _interrupted()
+        raise

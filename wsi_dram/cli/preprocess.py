@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 from pathlib import Path
 
 import typer
@@ -40,21 +41,27 @@ def expand_slides(patterns: list[str]) -> list[Path]:
     each folder is kept (one DICOM slide per folder).
 
     Raises:
-        DataError: For a missing path or a glob that matches nothing.
+        DataError: For a missing path, a glob that matches nothing, or a folder
+            with no slide file in it.
     """
     out: list[Path] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            out.extend(
-                sorted(
-                    p
-                    for p in path.iterdir()
-                    if p.is_file()
-                    and not p.name.startswith(".")
-                    and p.suffix.lower() in SLIDE_SUFFIXES
-                )
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and not p.name.startswith(".")
+                and p.suffix.lower() in SLIDE_SUFFIXES
             )
+            if not found:
+                raise DataError(
+                    "no slide files in this folder (looked for "
+                    f"{', '.join(sorted(SLIDE_SUFFIXES))})",
+                    pattern,
+                )
+            out.extend(found)
         elif path.exists():
             out.append(path)
         elif glob.has_magic(pattern):
@@ -99,6 +106,51 @@ def unannotated(files: list[Path], folder: Path) -> list[str]:
             folder,
         )
     return missing
+
+
+#: Plausible range of ``--mpp`` (µm/px): below it, a typo such as a missing
+#: decimal point; above it, not a microscope image.
+MPP_RANGE = (1e-3, 1e4)
+
+
+def check_options(
+    mpp: float | None, chunk: int, block: int, workers: int, min_side: int
+) -> None:
+    """Refuse impossible ``preprocess`` options before any slide is opened.
+
+    Args:
+        mpp: ``--mpp`` in µm/px, or None.
+        chunk: ``--chunk`` in pixels.
+        block: ``--block`` in pixels (a multiple of ``chunk``).
+        workers: ``--workers``, threads.
+        min_side: ``--min-side`` in pixels.
+
+    Raises:
+        ConfigError: The first bad option, named with its value.
+    """
+    from wsi_dram.cache.pyramid import check_alignment
+
+    if mpp is not None:
+        low, high = MPP_RANGE
+        if not math.isfinite(mpp) or mpp <= 0:
+            raise ConfigError(
+                f"--mpp {mpp:g}: must be a finite positive number of micrometres "
+                "per pixel (e.g. 0.25 for a 40x scan, 0.5 for 20x)"
+            )
+        if not low <= mpp <= high:
+            raise ConfigError(
+                f"--mpp {mpp:g}: implausible pixel size; give micrometres per pixel "
+                f"between {low:g} and {high:g} (e.g. 0.25 for a 40x scan)"
+            )
+    for name, value in (
+        ("--chunk", chunk),
+        ("--block", block),
+        ("--workers", workers),
+        ("--min-side", min_side),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} {value}: must be at least 1")
+    check_alignment(block, chunk)
 
 
 def parse_group_map(items: list[str]) -> dict[str, str] | None:
@@ -193,7 +245,7 @@ def register(app: typer.Typer) -> None:
             help="Folder of annotation files named like the slides.",
         ),
         workers: int = typer.Option(
-            2, "--workers", min=1, help="Threads (threaded scheduler)."
+            2, "--workers", help="Threads (threaded scheduler)."
         ),
         scheduler: str | None = typer.Option(
             None,
@@ -214,7 +266,12 @@ def register(app: typer.Typer) -> None:
             False, "--force", help="Rebuild complete caches too."
         ),
         mpp: float | None = typer.Option(
-            None, "--mpp", help="Micrometres per pixel for slides whose file lacks it."
+            None,
+            "--mpp",
+            help=(
+                "Micrometres per pixel for slides whose file lacks it (slides "
+                "with their own keep it)."
+            ),
         ),
         group_map: list[str] = typer.Option(
             [],
@@ -225,12 +282,27 @@ def register(app: typer.Typer) -> None:
         block: int = typer.Option(
             1024, "--block", help="Write task side (px), multiple of chunk."
         ),
+        min_side: int = typer.Option(
+            1000,
+            "--min-side",
+            metavar="PX",
+            show_default=False,
+            help=(
+                "Stop adding levels when the long side is below this (default 1000)."
+            ),
+        ),
     ) -> None:
         """Cache slides as tissue-only OME-Zarr pyramids (+ labels, tiles, QC)."""
-        from wsi_dram.cache.preprocess import PreprocessOptions, preprocess
+        from wsi_dram.cache.preprocess import (
+            PreprocessOptions,
+            cache_lock,
+            connect_scheduler,
+            preprocess,
+        )
 
         if codec not in CODECS:
             raise ConfigError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
+        check_options(mpp, chunk, block, workers, min_side)
         if annotations is not None and not annotations.is_dir():
             raise DataError("annotation folder not found", annotations)
         files = expand_slides(slides)
@@ -251,6 +323,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             force=force,
             mpp=mpp,
+            min_side=min_side,
             group_map=parse_group_map(group_map),
         )
         columns = (
@@ -259,15 +332,22 @@ def register(app: typer.Typer) -> None:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=console, transient=False) as bars:
-            rows = preprocess(
-                files,
-                cache,
-                annotations,
-                options,
-                scheduler,
-                _RichProgress(bars, len(files)),
-            )
+        # lock and connect before the bars, so a refusal is one line on its own
+        with cache_lock(cache):
+            client = None if scheduler is None else connect_scheduler(scheduler)
+            try:
+                with Progress(*columns, console=console, transient=False) as bars:
+                    rows = preprocess(
+                        files,
+                        cache,
+                        annotations,
+                        options,
+                        client,
+                        _RichProgress(bars, len(files)),
+                    )
+            finally:
+                if client is not None:
+                    client.close()
         Console().print(summary_table(rows))
         failed = sum(r.status == "failed" for r in rows)
         if failed:

@@ -6,7 +6,8 @@ OpenSlide's ``ImageSlide``) and adds what the pipeline needs on top:
 
 - the pixel size in micrometres (``openslide.mpp-x``/``-y``) or a clear
   :class:`~wsi_dram.errors.SlideError` that says how to supply it; an explicit
-  ``mpp`` overrides the file and is logged as an override;
+  ``mpp`` overrides the file and is logged as an override, a ``fallback_mpp``
+  serves only files without one;
 - the *exact* integer factor of every level, derived from the level dimensions,
   because reported downsamples such as 4.00456 or 16.018 come from rounding of the
   level sizes, and level choice must not be fooled by them;
@@ -134,7 +135,8 @@ class Slide:
         slide_id: the file stem (``tumor_001`` for ``tumor_001.tif``).
         width, height: level-0 size in pixels.
         mpp, mpp_y: pixel size in micrometres per pixel along x and y.
-        mpp_source: where mpp came from (``"openslide.mpp-x"`` or ``"override"``).
+        mpp_source: where mpp came from (``"openslide.mpp-x"``, ``"override"`` or
+            ``"fallback"``).
         vendor: OpenSlide's vendor string (``aperio``, ``generic-tiff``, ...), or
             ``"image"`` for a plain image read through ``ImageSlide``.
         objective_power: scan magnification, or None when the file does not say.
@@ -445,7 +447,9 @@ def _open_handle(path: Path) -> AbstractSlide:
         ) from exc
 
 
-def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
+def open_slide(
+    path: str | Path, mpp: float | None = None, fallback_mpp: float | None = None
+) -> Slide:
     """Open a slide and establish its pixel size.
 
     Args:
@@ -453,6 +457,9 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
             in the same folder; for MIRAX, the ``.mrxs`` beside its data folder).
         mpp: micrometres per pixel to use instead of the file's own value (both
             axes). Given, it is used even when the file has one, and logged.
+        fallback_mpp: micrometres per pixel (both axes) for a file without its
+            own pixel size; a file's own value wins. Used only when ``mpp`` is
+            None; logged when used (``mpp_source`` ``"fallback"``).
 
     Returns:
         The open :class:`Slide`; close it (or use it as a context manager).
@@ -484,6 +491,18 @@ def open_slide(path: str | Path, mpp: float | None = None) -> Slide:
         )
         return Slide(path, handle, mpp, mpp, "override", vendor)
 
+    if (file_x is None or file_x <= 0) and fallback_mpp is not None:
+        if not (math.isfinite(fallback_mpp) and fallback_mpp > 0):
+            handle.close()
+            raise SlideError(
+                f"fallback mpp must be positive and finite, got {fallback_mpp}", path
+            )
+        log.info(
+            "%s: file has no pixel size; using mpp %.6g um/px given by the run",
+            path,
+            fallback_mpp,
+        )
+        return Slide(path, handle, fallback_mpp, fallback_mpp, "fallback", vendor)
     if file_x is None or file_x <= 0:
         unit = props.get("tiff.ResolutionUnit")
         unit_text = f'TIFF ResolutionUnit is "{unit}"' if unit else "no TIFF resolution"
