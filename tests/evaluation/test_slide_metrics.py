@@ -41,6 +41,7 @@ def test_auc_equals_the_pair_count_on_random_data() -> None:
 
 def test_auc_matches_sklearn() -> None:
     from sklearn import metrics  # in the test extra: an independent AUC
+
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 100)
     scores = np.round(rng.random(100), 2)
@@ -90,9 +91,16 @@ def test_youden_threshold_by_hand() -> None:
     # t = 0.6: J = 1/2; t = 0.4: J = 3/4 - 1/3.
     labels = [0, 0, 1, 1, 0, 1, 1]
     scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    assert youden_threshold(labels, scores) == pytest.approx(0.3)
-    # J ties at 0.3 and 0.6 (both 2/3): the higher threshold is taken.
-    assert youden_threshold([0, 0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.6, 0.8]) == 0.6
+    # The cut at 0.3 moves to the middle of the gap down to 0.2: 0.25.
+    assert youden_threshold(labels, scores) == pytest.approx(0.25)
+    # J ties at 0.3 and 0.6 (both 2/3): the higher cut is taken, then moved to
+    # the middle of the gap down to 0.4: 0.5.
+    tie = youden_threshold([0, 0, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.6, 0.8])
+    assert tie == pytest.approx(0.5)
+    # Perfect separation: halfway between the highest normal and lowest tumour.
+    assert youden_threshold([0, 0, 1, 1], [0.3, 0.36, 0.9998, 1.0]) == pytest.approx(
+        (0.36 + 0.9998) / 2
+    )
 
 
 def test_rates_at_threshold_by_hand() -> None:
@@ -130,7 +138,8 @@ def test_slide_report_keys_and_threshold_choice() -> None:
         n_bootstrap=10,
         validation=([0, 0, 1, 1, 0, 1, 1], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]),
     )
-    assert tuned["threshold"] == pytest.approx(0.3)
+    # Cut 0.3 on the validation slides, moved halfway down to 0.2.
+    assert tuned["threshold"] == pytest.approx(0.25)
     assert tuned["threshold_method"] == "youden-validation"
     json.dumps(report)
 

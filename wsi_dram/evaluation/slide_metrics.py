@@ -144,14 +144,21 @@ def youden_threshold(
     """Threshold maximising Youden's J = sensitivity + specificity - 1.
 
     Candidates are the distinct scores (a slide is tumour when score >=
-    threshold); among equal J the highest threshold (fewest slides called
-    tumour) is returned. Choose it on validation slides, never on the test set.
+    threshold); among equal J the highest candidate (fewest slides called tumour)
+    is taken. The threshold returned is the midpoint between that candidate and
+    the next lower score: the calls on these slides are the same, but the cut
+    sits in the middle of the gap instead of on a validation score, where a test
+    slide scored a hair lower would flip. Choose it on validation slides, never
+    on the test set.
     """
     fpr, tpr, thresholds = roc_curve(labels, scores)
     j = tpr[1:] - fpr[1:]  # skip the +inf point
     # First maximum = highest threshold; J values equal up to rounding tie.
     best = int(np.flatnonzero(j >= j.max() - 1e-12)[0])
-    return float(thresholds[1:][best])
+    cut = float(thresholds[1:][best])
+    below = np.asarray(scores, np.float64)
+    below = below[below < cut]
+    return cut if below.size == 0 else (cut + float(below.max())) / 2
 
 
 def rates_at(
