@@ -37,11 +37,15 @@ def summary_table(result: dict[str, Any]) -> Table:
                 "slide AUC (same checkpoint, random glimpses)", _fmt(random.get("auc"))
             )
         table.add_row("FROC (learned)", _fmt(learned.get("froc")))
-        fraction = learned.get("pixels_read_fraction")
-        table.add_row(
-            "level-0 tissue pixels read",
-            "-" if fraction is None else f"{100 * fraction:.2f} %",
-        )
+        if random:
+            table.add_row("FROC (random glimpses)", _fmt(random.get("froc")))
+        for name, report in (("learned", learned), ("random", random)):
+            fraction = (report or {}).get("pixels_read_fraction")
+            if report:
+                table.add_row(
+                    f"level-0 tissue pixels read ({name})",
+                    "-" if fraction is None else f"{100 * fraction:.2f} %",
+                )
         table.add_row("held-out slides", _fmt(learned.get("n_slides")))
     mnist = result.get("mnist")
     if mnist:
