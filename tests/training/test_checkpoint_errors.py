@@ -54,7 +54,9 @@ def run_main(monkeypatch: Any, capfd: Any, *args: str) -> tuple[int, list[str]]:
 def not_checkpoints(tmp_path: Path) -> dict[str, Path]:
     """Random bytes, a truncated real checkpoint, a text file."""
     rand = tmp_path / "random.pt"
-    rand.write_bytes(np.random.default_rng(7).integers(0, 256, 4096, np.uint8).tobytes())
+    rand.write_bytes(
+        np.random.default_rng(7).integers(0, 256, 4096, np.uint8).tobytes()
+    )
     real = mnist_checkpoint(tmp_path / "real.pt").read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(real[: len(real) // 2])
