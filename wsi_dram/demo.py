@@ -268,7 +268,7 @@ def run_real(data: Path, out: Path, checkpoint: Path | None) -> dict[str, Any]:
         result["paths"]["heatmaps"] = out / "heatmaps"
     mnist_files = data / "mnist"
     if all((mnist_files / name).exists() for name in MNIST_FILES):
-        result["mnist"] = run_mnist(out, 1, 0)
+        result["mnist"] = run_mnist(out, 3, 0)
     return result
 
 
