@@ -539,6 +539,10 @@ def _build(
             "polygons_per_group": _jsonable(dict(annotation.polygons_per_group)),
             "repairs": list(annotation.repairs),
             "warnings": list(annotation.warnings),
+            "regions": {
+                str(label): _geojson(geometry)
+                for label, geometry in annotation.regions.items()
+            },
         },
         tissue_mm2=float(tissue.area_mm2),
         tumour_mm2=tumour_mm2,
@@ -612,6 +616,14 @@ def _qc(final: Path, cache_dir: Path, tissue: Any, tumor: Any) -> None:
         np.asarray(cached.levels[level][...]).transpose(1, 2, 0)
     )
     title = f"{cached.slide_id}  tissue {cached.attrs.get('tissue_mm2', 0):.2f} mm2"
+    # Annotated regions that are not tumour (exclusions, other classes) are
+    # drawn too, so the QC shows every annotation the pipeline read.
+    regions = (cached.attrs.get("annotation") or {}).get("regions") or {}
+    others = {
+        label: shapely.geometry.shape(data)
+        for label, data in regions.items()
+        if label != "tumor" and data
+    }
     write_qc_png(
         Path(cache_dir) / store.QC_DIR / f"{cached.slide_id}.png",
         thumb,
@@ -619,6 +631,7 @@ def _qc(final: Path, cache_dir: Path, tissue: Any, tumor: Any) -> None:
         tissue,
         tumor,
         title,
+        others,
     )
 
 

@@ -2,6 +2,8 @@
 
 Green: tissue outline (exteriors solid, holes dashed). Red: tumour annotation
 exteriors. Blue: holes of the tumour geometry (e.g. ASAP ``_2`` exclusions).
+Orange, dashed: annotated regions of other labels (exclusion groups outside any
+tumour, other QuPath classes), named in the legend.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def write_qc_png(
     tissue: Any,
     tumor: Any = None,
     title: str = "",
+    others: dict[str, Any] | None = None,
 ) -> Path:
     """Draw outlines over a thumbnail and save it as PNG (temporary name, renamed).
 
@@ -41,6 +44,7 @@ def write_qc_png(
         tissue: Tissue geometry (shapely, level-0 px) or None.
         tumor: Tumour geometry (shapely, level-0 px) or None.
         title: Text drawn at the top left.
+        others: Other annotated regions by label (shapely, level-0 px).
 
     Returns:
         The written path.
@@ -73,6 +77,11 @@ def write_qc_png(
         draw(poly.exterior, "#e00000")
         for ring in poly.interiors:
             draw(ring, "#0050ff")
+    for geometry in (others or {}).values():
+        for poly in _polygons(geometry):
+            draw(poly.exterior, "#ff8c00", "--")
+    if others:
+        title = f"{title}  (orange: {', '.join(sorted(others))})".strip()
     if title:
         ax.text(
             4,
