@@ -473,13 +473,18 @@ class RegionTask:
             if len(part) == 0:
                 continue
             caches = [slides[int(i)].cache for i in part[:, 0]]
-            fields = np.column_stack(
-                [part[:, 1], part[:, 2], np.full(len(part), self.opts.field_size)]
-            )
             yield (
-                self.sensor(caches, fields),
+                self.sensor(caches, self.batch_fields(part, caches)),
                 torch.from_numpy(part[:, 3]).to(device or "cpu"),
             )
+
+    def batch_fields(self, part: np.ndarray, caches: list[CachedSlide]) -> np.ndarray:
+        """(b, 3) ``(x0, y0, side)`` level-0 fields of a batch's items.
+
+        ``part`` holds the items' rows (slide index, x0, y0, label).
+        """
+        side = np.full(len(part), self.opts.field_size)
+        return np.column_stack([part[:, 1], part[:, 2], side])
 
     def sensor(self, caches: list[CachedSlide], fields: np.ndarray) -> SlideSensor:
         """A sensor over (B, 3) ``(x0, y0, side)`` level-0 fields of these slides."""
@@ -550,31 +555,9 @@ class WholeSlideTask(RegionTask):
             len(self.items(split)) if split != "train" else self.opts.samples_per_epoch
         )
 
-    def batches(
-        self,
-        split: str,
-        batch_size: int,
-        epoch: int,
-        seed: int,
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        device: torch.device | None = None,
-    ) -> Iterator[tuple[SlideSensor, Tensor]]:
-        """See :meth:`wsi_dram.data.tasks.Task.batches`."""
-        items = self.items(split, epoch, seed)
-        slides = self.split_slides(split)
-        stop = len(items) - len(items) % batch_size if split == "train" else len(items)
-        shard = -(-batch_size // world_size)
-        for start in range(0, stop, batch_size):
-            part = items[start : min(start + batch_size, stop)]
-            part = part[rank * shard : (rank + 1) * shard]
-            if len(part) == 0:
-                continue
-            caches = [slides[int(i)].cache for i in part[:, 0]]
-            fields = np.array([tissue_square(c) for c in caches], np.int64)
-            labels = torch.from_numpy(part[:, 3]).to(device or "cpu")
-            yield self.sensor(caches, fields), labels
+    def batch_fields(self, part: np.ndarray, caches: list[CachedSlide]) -> np.ndarray:
+        """Each item's field is its slide's tissue square."""
+        return np.array([tissue_square(c) for c in caches], np.int64)
 
 
 def build_region_task(config: TaskConfig, sensor: SensorSpec) -> Task:
