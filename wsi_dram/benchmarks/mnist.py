@@ -114,10 +114,15 @@ def run(out_dir: Path, data_dir: Path | None = None, steps: int = 30) -> str:
         "| run | epochs | train time | best val acc | test error M=1 | test error M |",
         "|---|---|---|---|---|---|",
     ]
+    # Full training runs take tens of minutes each on 2 cores, so the benchmark
+    # reports the runs it finds (its own folder, then the pipelines' default
+    # ``runs/<name>``) rather than training them itself.
     for name in ("mnist_ram", "mnist", "mnist_cluttered"):
-        fig = _run_figures(out_dir / name)
+        found = [d for d in (out_dir / name, ROOT / "runs" / name) if d.is_dir()]
+        fig = _run_figures(found[0]) if found else None
         if fig is None:
-            lines.append(f"| {name} | not run | | | | |")
+            hint = f"`wsi-dram train --config pipelines/{name}.toml`"
+            lines.append(f"| {name} | not run: {hint} | | | | |")
             continue
         test = fig["test"]
         m1 = f"{test['error_m1']:.2%}" if isinstance(test, dict) else "-"
@@ -130,7 +135,14 @@ def run(out_dir: Path, data_dir: Path | None = None, steps: int = 30) -> str:
             f"| {name} | {fig['epochs']} | {float(fig['seconds']) / 60:.0f} min | "
             f"{float(fig['best_val']):.4f} | {m1} | {mm} |"
         )
-    best = out_dir / "mnist_cluttered" / "checkpoints" / "best.pt"
+    best = next(
+        (
+            d / "checkpoints" / "best.pt"
+            for d in (out_dir / "mnist_cluttered", ROOT / "runs" / "mnist_cluttered")
+            if (d / "checkpoints" / "best.pt").exists()
+        ),
+        out_dir / "mnist_cluttered" / "checkpoints" / "best.pt",
+    )
     if best.exists():
         model, cfg, _ = load_model(best)
         cfg.task.data_dir = data_dir
