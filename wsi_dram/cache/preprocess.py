@@ -33,6 +33,8 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
+import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -250,6 +252,11 @@ def holds_lock(cache_dir: str | Path) -> bool:
 def connect_scheduler(address: str, timeout_s: float | None = None) -> Any:
     """A ``distributed.Client`` connected to ``address`` (tcp://host:port).
 
+    A ``tcp://`` address (or a bare ``host:port``) is checked and probed with a
+    plain socket first: a ``Client`` whose construction fails stays half built
+    until the garbage collector finalises it, and distributed's finaliser can
+    then deadlock against the next ``Client`` being started in the process.
+
     Args:
         address: The scheduler address.
         timeout_s: Seconds to wait for it (default :data:`SCHEDULER_TIMEOUT_S`).
@@ -260,20 +267,35 @@ def connect_scheduler(address: str, timeout_s: float | None = None) -> Any:
     from distributed import Client
 
     timeout = SCHEDULER_TIMEOUT_S if timeout_s is None else timeout_s
+    scheme, sep, _ = address.partition("://")
+    if not sep or scheme == "tcp":
+        match = re.fullmatch(r"(?:tcp://)?\[?([^\[\]/]+?)\]?:(\d+)/?", address)
+        if match is None:
+            raise ConfigError(
+                f"--scheduler {address!r}: not a scheduler address (expected "
+                "host:port); give tcp://host:port"
+            )
+        host, port = match.group(1), int(match.group(2))
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"--scheduler {address!r}: no dask scheduler answered within "
+                f"{timeout:g} s ({exc.strerror or type(exc).__name__}); check the "
+                "address and that the scheduler runs"
+            ) from exc
     try:
         return Client(address, timeout=timeout)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
+        kind = (
+            "not a scheduler address"
+            if not isinstance(exc, OSError)
+            else (f"no dask scheduler answered within {timeout:g} s")
+        )
         raise ConfigError(
-            f"--scheduler {address!r}: not a scheduler address ({detail}); "
-            "give tcp://host:port"
-        ) from exc
-    except OSError as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        raise ConfigError(
-            f"--scheduler {address!r}: no dask scheduler answered within "
-            f"{timeout:g} s ({detail}); check the address and that the scheduler "
-            "runs"
+            f"--scheduler {address!r}: {kind} ({detail}); check the address and "
+            "that the scheduler runs"
         ) from exc
 
 
