@@ -24,21 +24,13 @@ cache's tissue label.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from wsi_dram.benchmarks.child import measure
+
 SIDE = 100_000
-_CHILD = """
-import json, resource, sys, time
-t0 = time.perf_counter()
-{body}
-u = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"seconds": time.perf_counter() - t0, "cpu": u.ru_utime + u.ru_stime,
-  "peak_mib": u.ru_maxrss / 1024, **extra}}))
-"""
 
 _OURS = """
 import logging
@@ -91,11 +83,7 @@ extra = {{}}
 
 
 def _child(body: str) -> dict[str, Any]:
-    code = _CHILD.format(body=body)
-    done = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return measure(body)
 
 
 def make_inputs(out_dir: Path, side: int) -> tuple[Path, Path]:

@@ -31,16 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from wsi_dram.benchmarks.child import measure
+
 SIDE = 50_000
 MPP = 0.25
-_CHILD = """
-import json, resource, sys, time
-t0 = time.perf_counter()
-{body}
-u = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"seconds": time.perf_counter() - t0, "cpu": u.ru_utime + u.ru_stime,
-  "peak_mib": u.ru_maxrss / 1024, **extra}}))
-"""
 _VIPS_CHILD = """
 import json, resource, subprocess, sys, time
 t0 = time.perf_counter()
@@ -114,11 +108,7 @@ def make_slide(path: Path, side: int = SIDE) -> float:
 
 
 def _child(body: str, extra: str = "extra = {}") -> dict[str, Any]:
-    code = _CHILD.format(body=body + "\n" + extra)
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return measure(body + "\n" + extra)
 
 
 def _du(path: Path) -> int:

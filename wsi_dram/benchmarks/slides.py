@@ -18,17 +18,16 @@ in px [100000, 0 skips it].
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from wsi_dram.benchmarks.child import run_python
 
 log = logging.getLogger(__name__)
 
@@ -130,14 +129,7 @@ print(json.dumps({{"rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     "fields": len(scores.fields), "score_s": scored, "train_s": trained,
     "make_s": made, "read_fraction": scores.pixels_read_fraction}}))
 """
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_python(script, cwd=ROOT)
 
 
 def run(out_dir: Path) -> str:
