@@ -83,3 +83,18 @@ def test_dump_and_reload_round_trip(tmp_path: Path) -> None:
     text = dump_toml(config_to_dict(cfg))
     again = load_config(_write(tmp_path, text), Outer)
     assert again == cfg
+
+
+def test_errors_name_the_override_or_the_file_that_caused_them(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs = 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Outer, ["inner.mode=c"])
+    assert info.value.path == "--set inner.mode=c"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, Outer, ["inner.lyers=[1]"])
+    assert info.value.path == "--set inner.lyers=[1]"
+    assert "did you mean 'inner.layers'" in info.value.reason
+    bad = _write(tmp_path, "epochs = 2.5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, Outer, ["inner.lr=1e-4"])
+    assert info.value.path == str(bad)

@@ -61,13 +61,22 @@ def load_config(
         except UnicodeDecodeError as exc:
             raise ConfigError("not a UTF-8 text file", path) from exc
 
+    given: dict[str, str] = {}
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key=value")
         _set_dotted(data, key.strip(), _parse_value(raw.strip()))
+        given[key.strip()] = item
 
-    return build_section(schema, data, source, prefix="")
+    try:
+        return build_section(schema, data, source, prefix="")
+    except ConfigError as exc:
+        # A bad key or value that came from --set is the command line's fault.
+        for key, item in given.items():
+            if exc.reason.startswith(f"{key} ") or f"{key!r}" in exc.reason:
+                raise ConfigError(exc.reason, f"--set {item}") from exc
+        raise
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

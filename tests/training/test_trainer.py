@@ -175,3 +175,10 @@ def test_ddp_two_cpu_ranks_stay_equal(tmp_path: Path) -> None:
     assert not torch.equal(a["classifier.fc.weight"], fresh["classifier.fc.weight"])
     line = _lines(tmp_path / "run")[0]
     assert line["images"] == 256  # both ranks' shards counted: 8 steps x 32
+
+
+def test_resume_without_a_run_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    run = tmp_path / "typo"
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(_config(), run, resume=True)
+    assert not run.exists()

@@ -59,6 +59,8 @@ class ModelConfig:
         what_pool: "flatten" or "global" end of the conv "what" path (see
             :class:`~wsi_dram.model.modules.GlimpseNetwork`); "global" suits
             textures (slides), "flatten" shapes (digits).
+        combine: "product" (Ba et al.) or "sum" (Mnih et al.) of the "what"
+            and "where" paths in the glimpse network.
     """
 
     glimpses: int = 6
@@ -77,6 +79,7 @@ class ModelConfig:
     sigma: float = 0.1
     detach_core: bool = False
     what_pool: Literal["flatten", "global"] = "flatten"
+    combine: Literal["product", "sum"] = "product"
 
 
 @dataclass
@@ -122,6 +125,7 @@ class DRAM(nn.Module):
             config.hidden_where,
             h,
             config.what_pool,
+            config.combine,
         )
         self.core = CoreNetwork(h, config.layers, config.cell)
         self.context_net = (

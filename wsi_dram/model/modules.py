@@ -54,6 +54,9 @@ class GlimpseNetwork(nn.Module):
             "global" (a 2x2 max-pool after every conv but the last, then the
             global max and mean of each channel: a texture detector that does
             not care where in the window the texture is; inputs centred on 0).
+        combine: how "what" and "where" meet: "product" (Ba et al. 2015,
+            ``relu(W_what h_what) * relu(W_where h_where)``) or "sum" (Mnih et
+            al. 2014, ``relu(W_what h_what + W_where h_where)``).
     """
 
     def __init__(
@@ -66,8 +69,12 @@ class GlimpseNetwork(nn.Module):
         hidden_where: int,
         hidden: int,
         what_pool: str = "flatten",
+        combine: str = "product",
     ) -> None:
         super().__init__()
+        if combine not in ("product", "sum"):
+            raise ValueError(f'combine must be "product" or "sum", got {combine!r}')
+        self.sum = combine == "sum"
         in_channels = channels * scales
         self.global_pool = what_pool == "global" and bool(conv_channels)
         if self.global_pool:
@@ -98,14 +105,17 @@ class GlimpseNetwork(nn.Module):
         if self.global_pool:
             z = self.conv((x.reshape(b, k * c, g, g) - 0.5) * 2)  # (B, C', g', g')
             z = torch.cat([z.amax(dim=(2, 3)), z.mean(dim=(2, 3))], dim=1)  # (B, 2C')
-            what = torch.relu(self.what(z))  # (B, hidden)
-            return what * torch.relu(self.where(l))
+            return self._combine(self.what(z), self.where(l))
         z = self.conv(x.reshape(b, k * c, g, g))  # (B, C', g, g) or (B, h)
         if z.ndim == 4 and self.pool:
             z = nn.functional.max_pool2d(z, 2)
-        what = torch.relu(self.what(z.flatten(1)))  # (B, hidden)
-        where = torch.relu(self.where(l))  # (B, hidden)
-        return what * where
+        return self._combine(self.what(z.flatten(1)), self.where(l))
+
+    def _combine(self, what: Tensor, where: Tensor) -> Tensor:
+        """(B, hidden) pre-activations of both paths -> (B, hidden) g_t."""
+        if self.sum:
+            return torch.relu(what + where)
+        return torch.relu(what) * torch.relu(where)
 
 
 class ContextNetwork(nn.Module):

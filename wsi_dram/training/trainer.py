@@ -118,6 +118,10 @@ def train(
     if tc.batch_size % world:
         log.warning("batch %d is not divisible by %d ranks", tc.batch_size, world)
 
+    last = out / "checkpoints" / "last.pt"
+    if resume and not last.is_file():
+        # Before the log is opened, so a mistyped --out leaves no folder behind.
+        raise CheckpointError("nothing to resume: no checkpoint here", last)
     handler = _start_logging(out, rank)
     try:
         return _train(config, out, resume, cb, device, rank, world)
