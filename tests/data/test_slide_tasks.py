@@ -188,3 +188,28 @@ def test_camelyon16_pipeline_states_its_exclusions() -> None:
     assert all(reason for reason in opts.exclude_training.values())
     rows = (root / "data_manifests" / "camelyon16.csv").read_text().splitlines()
     assert len(rows) == 401  # header + 400 slides
+
+
+def test_centred_tumour_fields_have_tumour_near_their_centre(
+    slide_cohort: SlideCohort,  # noqa: F811
+) -> None:
+    task = _task(slide_cohort, samples_per_epoch=40, centred_tumour=1.0)
+    items = task.items("train", epoch=0, seed=3)
+    f = task.opts.field_size
+    slides = task.split_slides("train")
+    tumour = items[items[:, 3] == 1]
+    assert len(tumour) == 20
+    for index, x0, y0, _ in tumour.tolist():
+        geometry = open_cache(slides[index].cache.path).tumor_geometry
+        # Centred within f/8 per axis on a label pixel (16 px raster): the tumour
+        # reaches the square of half-side f/8 + 16 around the field centre ...
+        cx, cy = x0 + f / 2, y0 + f / 2
+        near = box(cx - f / 8 - 16, cy - f / 8 - 16, cx + f / 8 + 16, cy + f / 8 + 16)
+        assert geometry.intersects(near)
+        # ... and the field is a tumour field by the usual rule.
+        grown = shapely.intersection(geometry.buffer(16), box(x0, y0, x0 + f, y0 + f))
+        assert grown.area / f**2 > task.opts.tumor_fraction
+    # Not on the position grid, unlike the grid draws.
+    assert (tumour[:, 1:3] % task.step != 0).any()
+    with pytest.raises(ConfigError, match="centred_tumour"):
+        _task(slide_cohort, centred_tumour=1.5)

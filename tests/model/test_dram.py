@@ -136,3 +136,43 @@ def test_m_samples_average_log_probs() -> None:
         for _ in range(3)
     ]
     torch.testing.assert_close(avg, sum(parts) / 3)
+
+
+def _reinforce_grads(model: DRAM) -> dict[str, bool]:
+    """Which parts of the model the REINFORCE term alone gives gradients."""
+    sensor, labels = _batch()
+    out = model(sensor, generator=torch.Generator().manual_seed(1))
+    reward = (labels % 2).float()[:, None].expand_as(out.baselines)
+    (-(out.log_pi * (reward - out.baselines).detach()).sum(1).mean()).backward()
+
+    def touched(module: torch.nn.Module) -> bool:
+        return any(
+            p.grad is not None and float(p.grad.abs().sum()) > 0
+            for p in module.parameters()
+        )
+
+    assert model.context_net is not None
+    return {
+        "emission": touched(model.emission),
+        "context": touched(model.context_net),
+        "upper": touched(model.core.cells[1]),
+        "lower": touched(model.core.cells[0]),
+        "glimpse": touched(model.glimpse_net),
+    }
+
+
+def test_detach_core_splits_where_from_what() -> None:
+    torch.manual_seed(0)
+    # Joint (Ba et al.): REINFORCE reaches every part.
+    assert all(_reinforce_grads(DRAM(_small(), 1, 3)).values())
+    # Split: REINFORCE trains the emission, upper layer and context network
+    # (the "where" system) and leaves the lower layer and glimpse network alone.
+    torch.manual_seed(0)
+    split = _reinforce_grads(DRAM(_small(detach_core=True), 1, 3))
+    assert split == {
+        "emission": True,
+        "context": True,
+        "upper": True,
+        "lower": False,
+        "glimpse": False,
+    }

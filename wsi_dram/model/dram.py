@@ -54,8 +54,12 @@ class ModelConfig:
         conv_channels: 3x3 conv layers of the "what" path (empty: fully connected).
         context_channels: 3x3 conv layers of the context network.
         sigma: fixed standard deviation of the Gaussian policy, ``[-1, 1]`` units.
-        detach_core: stop the REINFORCE gradient at the emission network's input
-            (the policy then trains only the emission network; use with 1 layer).
+        detach_core: keep the REINFORCE gradient out of the "what" system (the
+            glimpse network, the lower layer and the classifier), which the
+            cross-entropy alone then trains. With 2 layers the upper layer reads
+            a detached lower state, so REINFORCE trains the "where" system: the
+            emission network, the upper layer and the context network. With 1
+            layer it stops at the emission network's input.
         what_pool: "flatten" or "global" end of the conv "what" path (see
             :class:`~wsi_dram.model.modules.GlimpseNetwork`); "global" suits
             textures (slides), "flatten" shapes (digits).
@@ -127,7 +131,9 @@ class DRAM(nn.Module):
             config.what_pool,
             config.combine,
         )
-        self.core = CoreNetwork(h, config.layers, config.cell)
+        self.core = CoreNetwork(
+            h, config.layers, config.cell, config.detach_core and config.layers == 2
+        )
         self.context_net = (
             ContextNetwork(channels, config.context_size, config.context_channels, h)
             if config.context
@@ -169,7 +175,7 @@ class DRAM(nn.Module):
 
         def emit() -> Tensor:
             top = state[-1][0]
-            if cfg.detach_core:
+            if cfg.detach_core and cfg.layers == 1:
                 top = top.detach()
             l, log_pi, _ = self.emission(top, sample, generator)  # noqa: E741
             log_pis.append(log_pi)

@@ -165,10 +165,17 @@ class CoreNetwork(nn.Module):
         hidden: state width.
         layers: 1 or 2.
         cell: "lstm" (Ba et al.) or "rnn" (rectifier units, Mnih et al.).
+        detach_between: feed the upper layer a detached copy of the lower
+            layer's state, so that what trains the upper layer (the policy's
+            REINFORCE term) does not reach the lower layer and the glimpse
+            network.
     """
 
-    def __init__(self, hidden: int, layers: int, cell: str = "lstm") -> None:
+    def __init__(
+        self, hidden: int, layers: int, cell: str = "lstm", detach_between: bool = False
+    ) -> None:
         super().__init__()
+        self.detach_between = detach_between
         make = (
             (lambda: nn.LSTMCell(hidden, hidden))
             if cell == "lstm"
@@ -185,7 +192,7 @@ class CoreNetwork(nn.Module):
         for cell, (h, c) in zip(self.cells, state, strict=True):
             h, c = cell(x, (h, c))
             new_state.append((h, c))
-            x = h
+            x = h.detach() if self.detach_between else h
         return new_state
 
 
