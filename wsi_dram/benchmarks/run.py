@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-STAGES = ["preprocess", "glimpse", "mnist", "slides", "heatmap", "faults"]
+STAGES = ["preprocess", "glimpse", "mnist", "slides", "heatmap", "bigslide", "faults"]
 
 log = logging.getLogger(__name__)
 
