@@ -176,3 +176,15 @@ def test_detach_core_splits_where_from_what() -> None:
         "lower": False,
         "glimpse": False,
     }
+    # Emission only: REINFORCE stops at the emission network's input.
+    torch.manual_seed(0)
+    only = _reinforce_grads(
+        DRAM(_small(detach_core=True, reinforce_emission_only=True), 1, 3)
+    )
+    assert only == {
+        "emission": True,
+        "context": False,
+        "upper": False,
+        "lower": False,
+        "glimpse": False,
+    }

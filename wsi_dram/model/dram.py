@@ -60,6 +60,10 @@ class ModelConfig:
             a detached lower state, so REINFORCE trains the "where" system: the
             emission network, the upper layer and the context network. With 1
             layer it stops at the emission network's input.
+        reinforce_emission_only: with ``detach_core``, stop the REINFORCE
+            gradient at the emission network's input even with 2 layers: the
+            policy is then a trained linear map of the untrained upper layer and
+            context network (what the whole-slide demo was tuned with).
         what_pool: "flatten" or "global" end of the conv "what" path (see
             :class:`~wsi_dram.model.modules.GlimpseNetwork`); "global" suits
             textures (slides), "flatten" shapes (digits).
@@ -82,6 +86,7 @@ class ModelConfig:
     context_channels: list[int] = field(default_factory=lambda: [16, 32])
     sigma: float = 0.1
     detach_core: bool = False
+    reinforce_emission_only: bool = False
     what_pool: Literal["flatten", "global"] = "flatten"
     combine: Literal["product", "sum"] = "product"
 
@@ -175,7 +180,7 @@ class DRAM(nn.Module):
 
         def emit() -> Tensor:
             top = state[-1][0]
-            if cfg.detach_core and cfg.layers == 1:
+            if cfg.detach_core and (cfg.layers == 1 or cfg.reinforce_emission_only):
                 top = top.detach()
             l, log_pi, _ = self.emission(top, sample, generator)  # noqa: E741
             log_pis.append(log_pi)
