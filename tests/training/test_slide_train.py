@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from tests.data.slide_cohort import SlideCohort, region_config, slide_cohort  # noqa: F401
 from wsi_dram.cli import app
 from wsi_dram.config import config_to_dict, dump_toml
+from wsi_dram.errors import DataError
 from wsi_dram.training import train
 from wsi_dram.training.checkpoints import load_checkpoint
 
@@ -118,3 +119,13 @@ def test_torchrun_two_cpu_processes(
     assert line["images"] == 16
     assert "val_auc" in line
     assert (out / "checkpoints" / "best.pt").exists()
+
+
+def test_an_empty_val_split_fails_before_the_first_epoch(
+    slide_cohort: SlideCohort,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    config = region_config(slide_cohort, split_fractions=[1.0, 0.0, 0.0])
+    with pytest.raises(DataError, match="val split is empty"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

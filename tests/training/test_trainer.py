@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tests.conftest import DATA, need
 from wsi_dram.cli import app
 from wsi_dram.data.tasks import build_task
-from wsi_dram.errors import CheckpointError
+from wsi_dram.errors import CheckpointError, ConfigError
 from wsi_dram.evaluation.classification import evaluate_model
 from wsi_dram.export.visualize import write_visualizations
 from wsi_dram.model.dram import DRAM
@@ -182,3 +182,11 @@ def test_resume_without_a_run_fails_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(_config(), run, resume=True)
     assert not run.exists()
+
+
+def test_unusable_settings_fail_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="threads"):
+        _config(["train.threads=-1"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA"):
+            train(_config(['train.device="cuda"']), tmp_path / "cuda")

@@ -116,6 +116,7 @@ def _check(config: TrainConfig, source: str) -> None:
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.epochs >= 1, "train.epochs must be >= 1"),
         (t.eval_samples >= 1, "train.eval_samples must be >= 1"),
+        (t.threads >= 0, "train.threads must be >= 0 (0: torch's default)"),
         (config.optim.lr > 0, "optim.lr must be > 0"),
     ]
     for ok, message in rules:

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from wsi_dram.config import config_to_dict, dump_toml
 from wsi_dram.data.tasks import Task, build_task, epoch_seed
-from wsi_dram.errors import CheckpointError, WsiDramError
+from wsi_dram.errors import CheckpointError, ConfigError, DataError, WsiDramError
 from wsi_dram.evaluation.classification import evaluate_model
 from wsi_dram.model.dram import DRAM, hybrid_loss
 from wsi_dram.training.checkpoints import (
@@ -70,7 +70,16 @@ class TrainCallbacks:
 
 
 def pick_device(choice: str) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU."""
+    """ "auto" -> CUDA when available, else CPU.
+
+    Raises:
+        ConfigError: "cuda" asked for on a machine or torch build without it.
+    """
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            'train.device = "cuda" but this torch build or machine has no CUDA; '
+            'use "auto" or "cpu"'
+        )
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
@@ -161,6 +170,12 @@ def _train(
 ) -> dict[str, Any]:
     tc = config.train
     task = build_task(config.task, config.sensor_spec())
+    if task.size("val") == 0:
+        # Checked before the first epoch: validation picks best.pt.
+        raise DataError(
+            "the val split is empty; give it slides or images (split_fractions, "
+            "val_fraction or val_size)"
+        )
     torch.manual_seed(tc.seed)
     model = DRAM(config.model, task.channels, task.num_classes).to(device)
     optimizer = torch.optim.Adam(
