@@ -50,3 +50,22 @@ class DataError(WsiDramError):
 
 class CheckpointError(WsiDramError):
     """A checkpoint cannot be loaded or does not fit the configuration."""
+
+
+def make_dir(path: str | Path) -> Path:
+    """Create a folder (and its parents) or raise a one-line error naming it.
+
+    Raises:
+        WsiDramError: The path is a file, a parent is a file, or it is not
+            writable.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        raise WsiDramError("is a file, not a folder", folder) from exc
+    except OSError as exc:
+        raise WsiDramError(
+            f"cannot create this folder ({exc.strerror})", folder
+        ) from exc
+    return folder

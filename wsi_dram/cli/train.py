@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from wsi_dram.errors import ConfigError
+from wsi_dram.errors import ConfigError, make_dir
 
 console = Console(stderr=True)
 
@@ -102,6 +102,7 @@ def evaluate_command(
         raise ConfigError(f"--policy {policy!r} is not one of learned, random, center")
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
+    make_dir((out or Path("report.json")).parent)  # fail now, not after the work
     model, cfg, _ = load_model(checkpoint)
     device = pick_device(cfg.train.device)
     model.to(device)
@@ -144,7 +145,6 @@ def evaluate_command(
         error += f"  {report['error']:.4f} (M={samples})"
     Console().print(error)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 

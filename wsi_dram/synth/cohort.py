@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_dram.errors import DataError
+from wsi_dram.errors import DataError, make_dir
 from wsi_dram.slides.tiff_writer import write_pyramidal_tiff
 from wsi_dram.synth.layout import make_layout, write_asap_xml
 from wsi_dram.synth.render import SlideRenderer
@@ -195,7 +195,7 @@ def make_cohort(
         raise DataError(f"tumour fraction must be in [0, 1], got {tumour_fraction}")
     if not 0.05 <= mpp <= 10.0:
         raise DataError(f"mpp must be in [0.05, 10] µm/px, got {mpp}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dir(out)
 
     digits = max(3, len(str(slides - 1)))
     with_tumour = tumour_slides(slides, seed, tumour_fraction)
