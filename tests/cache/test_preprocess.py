@@ -225,3 +225,39 @@ def test_cli_summary_and_nonzero_exit(tmp_path, monkeypatch, capsys):
     )
     attrs = json.loads((tmp_path / "c" / "good.ome.zarr" / ".zattrs").read_text())
     assert attrs["wsi_dram"]["complete"] is True
+
+
+def test_a_changed_annotation_rebuilds_the_labels(tmp_path):
+    rgb = np.full((1024, 1024, 3), 240, np.uint8)
+    rgb[128:896, 128:896] = (170, 60, 150)
+    slide = write_tiff(tmp_path / "a.tif", rgb, mpp=1.0)
+    ann = tmp_path / "ann"
+    ann.mkdir()
+
+    def square(group: str) -> str:
+        return (
+            "<ASAP_Annotations><Annotations>"
+            f'<Annotation Name="a" Type="Polygon" PartOfGroup="{group}"><Coordinates>'
+            '<Coordinate Order="0" X="256" Y="256"/>'
+            '<Coordinate Order="1" X="768" Y="256"/>'
+            '<Coordinate Order="2" X="768" Y="768"/>'
+            '<Coordinate Order="3" X="256" Y="768"/>'
+            "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+        )
+
+    options = PreprocessOptions(min_side=128, mask_mpp=16.0, qc=False)
+    cache = tmp_path / "cache"
+    (ann / "a.xml").write_text(square("_0"))
+    assert preprocess([slide], cache, ann, options)[0].tumour_mm2 == pytest.approx(
+        512 * 512 / 1e6
+    )
+    assert preprocess([slide], cache, ann, options)[0].status == "skipped"
+    # The same file with the region moved to the "not tumour" group: no tumour.
+    (ann / "a.xml").write_text(square("_2"))
+    row = preprocess([slide], cache, ann, options)[0]
+    assert row.status == "done" and row.tumour_mm2 == 0.0
+    # No annotation folder at all is a change too.
+    (ann / "a.xml").write_text(square("_0"))
+    assert preprocess([slide], cache, ann, options)[0].status == "done"
+    assert preprocess([slide], cache, None, options)[0].status == "done"
+    assert preprocess([slide], cache, None, options)[0].status == "skipped"

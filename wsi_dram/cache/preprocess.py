@@ -3,7 +3,8 @@
 For each slide (independently; a failure is recorded and the batch goes on):
 
 1. skip it when ``<slide_id>.ome.zarr`` is complete and both the source signature
-   (size, mtime, hash of the first and last MiB) and the parameters are unchanged
+   (size, mtime, hash of the first and last MiB, and the sha256 of its annotation
+   file) and the parameters are unchanged
    (``force`` rebuilds);
 2. open it (:func:`wsi_dram.slides.reader.open_slide`; ``options.mpp`` serves
    only slides whose file has no pixel size),
@@ -162,6 +163,17 @@ def source_signature(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _annotation_digest(slide_id: str, folder: str | Path | None) -> str | None:
+    """sha256 of the slide's annotation file (None: no folder or no file), so a
+    changed, added or removed annotation rebuilds the store's labels."""
+    from wsi_dram.slides.annotations import find_annotation
+
+    path = find_annotation(slide_id, folder) if folder else None
+    if path is None:
+        return None
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
@@ -305,6 +317,8 @@ def _unchanged(final: Path, signature: dict[str, Any], params: dict[str, Any]) -
         return False
     old = attrs.get("source") or {}
     same_source = all(old.get(k) == signature[k] for k in ("size", "mtime", "hash"))
+    # A store from before annotations were signed has no key: None (no file).
+    same_source = same_source and old.get("annotation") == signature["annotation"]
     tiles_ok = store.tiles_path(final.parent, str(attrs.get("slide_id"))).exists()
     return same_source and _same_params(attrs, params) and tiles_ok
 
@@ -388,6 +402,7 @@ def preprocess_slide(
     tmp = final.with_name(f".{final.name}.partial")
     try:
         signature = source_signature(source)
+        signature["annotation"] = _annotation_digest(slide_id, annotations)
         params = options.params()
         if not options.force and _unchanged(final, signature, params):
             log.info("%s: cache complete and source unchanged, skipped", slide_id)
