@@ -261,3 +261,17 @@ def test_a_changed_annotation_rebuilds_the_labels(tmp_path):
     assert preprocess([slide], cache, ann, options)[0].status == "done"
     assert preprocess([slide], cache, None, options)[0].status == "done"
     assert preprocess([slide], cache, None, options)[0].status == "skipped"
+
+
+def test_a_file_in_place_of_a_partial_store_does_not_stop_the_batch(tmp_path):
+    rgb = np.full((512, 512, 3), 240, np.uint8)
+    rgb[100:400, 100:400] = (170, 60, 150)
+    first = write_tiff(tmp_path / "p1.tif", rgb)
+    second = write_tiff(tmp_path / "p2.tif", rgb)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".p1.ome.zarr.partial").write_text("not a store")
+    rows = preprocess([first, second], cache, options=PreprocessOptions(qc=False))
+    assert [r.status for r in rows] == ["done", "done"], [r.error for r in rows]
+    assert store.is_complete(cache / "p1.ome.zarr")
+    assert not (cache / ".p1.ome.zarr.partial").exists()

@@ -552,8 +552,12 @@ def is_complete(path: str | Path) -> bool:
 
 
 def remove_store(path: str | Path) -> None:
-    """Delete a store folder if it exists (no error when absent)."""
-    if Path(path).exists():
+    """Delete a store folder if it exists (no error when absent); a file or a
+    link in its place (left there by hand or by another tool) is removed too."""
+    path = Path(path)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
         shutil.rmtree(path)
 
 
