@@ -298,13 +298,15 @@ def connect_scheduler(address: str, timeout_s: float | None = None) -> Any:
             ) from exc
     try:
         return Client(address, timeout=timeout)
-    except (ValueError, TypeError, OSError) as exc:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
-        kind = (
-            "not a scheduler address"
-            if not isinstance(exc, OSError)
-            else (f"no dask scheduler answered within {timeout:g} s")
-        )
+    except (ValueError, TypeError, OSError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            # Another kind of server: its bytes read as a huge dask frame length.
+            kind, detail = "something other than a dask scheduler answers", "garbled"
+        elif isinstance(exc, OSError):
+            kind = f"no dask scheduler answered within {timeout:g} s"
+        else:
+            kind = "not a scheduler address"
         raise ConfigError(
             f"--scheduler {address!r}: {kind} ({detail}); check the address and "
             "that the scheduler runs"
