@@ -143,6 +143,11 @@ def test_description_becomes_openslide_comment(tmp_path: Path) -> None:
     with openslide.OpenSlide(str(path)) as slide:
         assert slide.properties["openslide.comment"] == "hello"
         assert slide.level_count == 1
+    # Non-ASCII (a slide id like "späce é"): escaped, not refused.
+    path = tmp_path / "u.tif"
+    write_pyramidal_tiff(path, 300, 200, _smooth, mpp=0.5, description="späce é")
+    with openslide.OpenSlide(str(path)) as slide:
+        assert slide.properties["openslide.comment"] == "sp\\xe4ce \\xe9"
 
 
 def test_failed_render_leaves_no_file(tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def write_pyramidal_tiff(
         min_size: Long side (px) at or below which no further level is made.
         description: ImageDescription of the first page (OpenSlide shows it as
             ``openslide.comment``); avoid text that starts like an Aperio header.
+            TIFF strings are 7-bit ASCII: other characters are written as Python
+            backslash escapes (``späce`` becomes ``sp\\xe4ce``).
         workers: Threads that render and encode tiles; default ``os.cpu_count()``.
         encoded: Instead of ``render``: ``encoded(level, w, h, tile)`` yields the
             bytes of every tile of a ``w x h`` level in TIFF order (row-major),
@@ -170,7 +172,11 @@ def write_pyramidal_tiff(
                     dtype=np.uint8,
                     resolution=(res, res),
                     subfiletype=0 if level == 0 else 1,
-                    description=description if level == 0 else None,
+                    description=(
+                        description.encode("ascii", "backslashreplace").decode()
+                        if level == 0 and description is not None
+                        else None
+                    ),
                     **options,  # type: ignore[arg-type]
                 )
         os.replace(tmp, path)
