@@ -349,3 +349,39 @@ def test_default_group_map_camelyon_conventions() -> None:
         assert DEFAULT_GROUP_MAP[group] == "tumor"
     for group in ("_2", "Exclusion", "None"):
         assert DEFAULT_GROUP_MAP[group] == "exclusion"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"positive": "x"}, {"positive": 5}, {"negative": {"a": 1}}],
+)
+def test_ncrf_of_the_wrong_shape_is_an_annotation_error(
+    tmp_path: Path, data: object
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError, match="must be a list of polygons"):
+        read_annotations(path)
+
+
+def test_odd_json_entries_are_skipped_with_warnings(tmp_path: Path) -> None:
+    square = [[0, 0], [10, 0], [10, 10], [0, 10]]
+    ncrf = tmp_path / "n.json"
+    ncrf.write_text(json.dumps({"positive": [None, {"vertices": square}]}))
+    result = read_annotations(ncrf)
+    assert result.tumor_area_px == pytest.approx(100.0)
+    assert any("positive 0 is not an object" in w for w in result.warnings)
+    geo = tmp_path / "g.geojson"
+    features = [
+        {"type": "Feature", "geometry": [1, 2], "properties": {"name": "odd"}},
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [square]},
+            "properties": {"classification": {"names": "Tumor"}},
+        },
+    ]
+    geo.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    result = read_annotations(geo)
+    # "names" given as one string is that class, here tumour.
+    assert result.tumor_area_px == pytest.approx(100.0)
+    assert any("geometry is not an object" in w for w in result.warnings)

@@ -298,6 +298,8 @@ def _qupath_class(props: dict[str, Any]) -> str | None:
     if isinstance(value, dict):
         if isinstance(value.get("names"), list) and value["names"]:
             return ": ".join(str(n) for n in value["names"])
+        if isinstance(value.get("names"), str) and value["names"]:
+            return value["names"]
         if value.get("name"):
             return str(value["name"])
     return None
@@ -343,6 +345,11 @@ def _parse_geojson(data: Any, path: Path, warnings: list[str]) -> list[_Raw]:
                 "'Unclassified' (not tumour)"
             )
         geometry = feature.get("geometry") or {}
+        if not isinstance(geometry, dict):
+            warnings.append(
+                f"{path.name}: {name!r}: geometry is not an object; skipped"
+            )
+            continue
         parts = _geojson_geometry(geometry, name, group, path, warnings)
         for part in parts:
             part.color = _qupath_color(props)
@@ -401,7 +408,17 @@ def _geojson_geometry(
 def _parse_ncrf(data: dict[str, Any], path: Path, warnings: list[str]) -> list[_Raw]:
     items: list[_Raw] = []
     for key in ("positive", "negative"):
-        for index, entry in enumerate(data.get(key) or []):
+        entries = data.get(key) or []
+        if not isinstance(entries, list):
+            raise AnnotationError(
+                f"NCRF {key!r} must be a list of polygons, got "
+                f"{type(entries).__name__}",
+                path,
+            )
+        for index, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                warnings.append(f"{path.name}: {key} {index} is not an object; skipped")
+                continue
             name = str(entry.get("name") or f"{key} {index}")
             try:
                 ring = _ring(entry.get("vertices") or [])
