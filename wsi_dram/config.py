@@ -69,14 +69,33 @@ def load_config(
         _set_dotted(data, key.strip(), _parse_value(raw.strip()))
         given[key.strip()] = item
 
-    try:
-        return build_section(schema, data, source, prefix="")
-    except ConfigError as exc:
-        # A bad key or value that came from --set is the command line's fault.
-        for key, item in given.items():
-            if exc.reason.startswith(f"{key} ") or f"{key!r}" in exc.reason:
-                raise ConfigError(exc.reason, f"--set {item}") from exc
-        raise
+    return build_section(schema, data, Origin(source, given), prefix="")
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a configuration's values came from, for error messages.
+
+    Attributes:
+        file: The TOML file (or ``<defaults>``).
+        overrides: Dotted key -> the ``--set key=value`` text that set it.
+    """
+
+    file: str
+    overrides: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def of(self, key: str) -> str:
+        """``--set ...`` when an override set ``key`` (or a section above it),
+        else the file."""
+        for given, item in self.overrides.items():
+            if key == given or key.startswith((f"{given}.", f"{given}[")):
+                return f"--set {item}"
+        return self.file
+
+
+def _at(source: str | Origin, key: str) -> str:
+    """The origin to name in an error about ``key``."""
+    return source.of(key) if isinstance(source, Origin) else source
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -157,21 +176,23 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def build_section(
-    schema: type[T], data: dict[str, Any], source: str, prefix: str = ""
+    schema: type[T], data: dict[str, Any], source: str | Origin, prefix: str = ""
 ) -> T:
     """Check plain data (a parsed TOML table) against ``schema`` and build it.
 
     Args:
         schema: The dataclass type of the section.
         data: The section's keys and values.
-        source: The file (or ``<defaults>``) named in errors.
+        source: The file (or ``<defaults>``) named in errors, or an
+            :class:`Origin` that names the ``--set`` override of a key instead.
         prefix: The section's dotted name plus ".", for error messages.
 
     Raises:
         ConfigError: An unknown key or a value of the wrong type.
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"[{prefix.rstrip('.')}] must be a table", source)
+        section = prefix.rstrip(".")
+        raise ConfigError(f"[{section}] must be a table", _at(source, section))
     fields = {f.name: f for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(schema)
     for key in data:
@@ -181,7 +202,7 @@ def build_section(
             valid = ", ".join(sorted(fields))
             raise ConfigError(
                 f"unknown key {prefix + key!r}{hint}; valid keys here: {valid}",
-                source,
+                _at(source, prefix + key),
             )
     kwargs: dict[str, Any] = {}
     for name in fields:
@@ -191,7 +212,7 @@ def build_section(
     return schema(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+def _coerce(hint: Any, value: Any, source: str | Origin, key: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
 
@@ -208,43 +229,56 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
                 return _coerce(arg, value, source, key)
             except ConfigError as exc:
                 errors.append(exc.reason)
-        raise ConfigError(errors[0] if errors else f"{key}: bad value", source)
+        reason = errors[0] if errors else f"{key}: bad value"
+        raise ConfigError(reason, _at(source, key))
     if origin is typing.Literal:
         if value not in args:
             choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{key} = {value!r} is not one of {choices}", source)
+            raise ConfigError(
+                f"{key} = {value!r} is not one of {choices}", _at(source, key)
+            )
         return value
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}", source)
+            raise ConfigError(f"{key} must be a list, got {value!r}", _at(source, key))
         inner = args[0] if args else Any
         items = [_coerce(inner, v, source, f"{key}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key} must be a table, got {value!r}", source)
+            raise ConfigError(f"{key} must be a table, got {value!r}", _at(source, key))
         inner = args[1] if len(args) == 2 else Any
         return {k: _coerce(inner, v, source, f"{key}.{k}") for k, v in value.items()}
     if hint is Any:
         return value
     if hint is Path:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a path string, got {value!r}", source)
+            raise ConfigError(
+                f"{key} must be a path string, got {value!r}", _at(source, key)
+            )
         return Path(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}", source)
+            raise ConfigError(
+                f"{key} must be a number, got {value!r}", _at(source, key)
+            )
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}", source)
+            raise ConfigError(
+                f"{key} must be an integer, got {value!r}", _at(source, key)
+            )
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}", source)
+            raise ConfigError(
+                f"{key} must be true or false, got {value!r}", _at(source, key)
+            )
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}", source)
+            raise ConfigError(
+                f"{key} must be a string, got {value!r}", _at(source, key)
+            )
         return value
     return value
