@@ -335,6 +335,12 @@ def _label_of(
     return np.where(frac > opts.tumor_fraction, 1, np.where(count == 0, 0, -1))
 
 
+def _pooled(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-slide (k, 2) arrays -> (owner (K,) slide index, pool (K, 2))."""
+    owner = np.concatenate([np.full(len(a), i) for i, a in enumerate(arrays)])
+    return owner, np.concatenate(arrays)
+
+
 def _normal_origins(
     fields: _SlideFields, n: int, opts: SlideTaskOptions, step: int,
     rng: np.random.Generator,
@@ -433,10 +439,7 @@ class RegionTask:
             )
             parts.append(centred)
             n_grid = n_pos - len(centred)
-            owner = np.concatenate(
-                [np.full(len(f.tumour), i) for i, f in enumerate(fields)]
-            )
-            pool = np.concatenate([f.tumour for f in fields])
+            owner, pool = _pooled([f.tumour for f in fields])
             pick = rng.integers(0, len(pool), n_grid)
             parts.append(np.column_stack([owner[pick], pool[pick], np.ones(n_grid)]))
         weights = np.array([len(f.tissue) for f in fields], np.float64)
@@ -460,26 +463,19 @@ class RegionTask:
         self, fields: list[_SlideFields], n: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Up to n (slide, x0, y0, 1) tumour fields centred near tumour pixels."""
-        if n == 0:
-            return np.zeros((0, 4))
-        owner = np.concatenate(
-            [np.full(len(f.tumour_px), i) for i, f in enumerate(fields)]
-        )
-        pool = np.concatenate([f.tumour_px for f in fields])
-        if len(pool) == 0:
+        owner, pool = _pooled([f.tumour_px for f in fields])
+        if n == 0 or len(pool) == 0:
             return np.zeros((0, 4))
         f = self.opts.field_size
         pick = rng.integers(0, len(pool), n)
         shift = rng.uniform(-f / 8, f / 8, (n, 2))
         origins = np.rint(pool[pick] - f / 2 + shift).astype(np.int64)
-        keep = np.array(
-            [
-                _label_of(fields[i], origins[k : k + 1], self.opts)[0] == 1
-                for k, i in enumerate(owner[pick])
-            ],
-            bool,
-        )
-        return np.column_stack([owner[pick], origins, np.ones(n)])[keep]
+        slide_of = owner[pick]
+        keep = np.zeros(n, bool)
+        for i in np.unique(slide_of):
+            mine = slide_of == i
+            keep[mine] = _label_of(fields[i], origins[mine], self.opts) == 1
+        return np.column_stack([slide_of, origins, np.ones(n)])[keep]
 
     def _fixed_items(self, split: str) -> np.ndarray:
         parts = [np.zeros((0, 4), np.int64)]
