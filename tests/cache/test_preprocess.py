@@ -19,6 +19,31 @@ from wsi_dram.cache import pyramid, store
 from wsi_dram.cache.manifest import read_manifest
 from wsi_dram.cache.preprocess import PreprocessOptions, preprocess
 
+
+def _tissue_tif(path, side=512, inset=100, **kwargs):
+    """A side x side glass slide with one square of tissue ``inset`` px in."""
+    rgb = np.full((side, side, 3), 240, np.uint8)
+    rgb[inset : side - inset, inset : side - inset] = (170, 60, 150)
+    return write_tiff(path, rgb, **kwargs)
+
+
+def _asap(*regions):
+    """ASAP XML of ``(group, x0, y0, x1, y1)`` rectangles."""
+    parts = []
+    for k, (group, x0, y0, x1, y1) in enumerate(regions):
+        corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+        coords = "".join(
+            f'<Coordinate Order="{o}" X="{x}" Y="{y}"/>'
+            for o, (x, y) in enumerate(corners)
+        )
+        parts.append(
+            f'<Annotation Name="{k}" Type="Polygon" PartOfGroup="{group}">'
+            f"<Coordinates>{coords}</Coordinates></Annotation>"
+        )
+    body = "".join(parts)
+    return f"<ASAP_Annotations><Annotations>{body}</Annotations></ASAP_Annotations>"
+
+
 FIXTURES = DATA / "slides/openslide-python-fixtures"
 
 
@@ -112,9 +137,7 @@ def test_unchanged_slide_is_skipped_and_changed_rebuilt(cmu_batch):
 
 
 def test_killed_run_leaves_no_finished_store(tmp_path, monkeypatch):
-    rgb = np.full((512, 512, 3), 240, np.uint8)
-    rgb[100:400, 100:400] = (170, 60, 150)
-    slide = write_tiff(tmp_path / "kill.tif", rgb)
+    slide = _tissue_tif(tmp_path / "kill.tif")
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
@@ -131,21 +154,11 @@ def test_killed_run_leaves_no_finished_store(tmp_path, monkeypatch):
 
 
 def test_tumour_label_and_fractions_from_asap(tmp_path):
-    rgb = np.full((1024, 1024, 3), 240, np.uint8)
-    rgb[128:896, 128:896] = (170, 60, 150)
-    slide = write_tiff(tmp_path / "t.tif", rgb, mpp=1.0)
+    slide = _tissue_tif(tmp_path / "t.tif", 1024, 128, mpp=1.0)
     ann = tmp_path / "ann"
     ann.mkdir()
     (ann / "t.xml").write_text(
-        "<ASAP_Annotations><Annotations>"
-        '<Annotation Name="a" Type="Polygon" PartOfGroup="_0"><Coordinates>'
-        '<Coordinate Order="0" X="256" Y="256"/><Coordinate Order="1" X="768" Y="256"/>'
-        '<Coordinate Order="2" X="768" Y="768"/><Coordinate Order="3" X="256" Y="768"/>'
-        "</Coordinates></Annotation>"
-        '<Annotation Name="b" Type="Polygon" PartOfGroup="_2"><Coordinates>'
-        '<Coordinate Order="0" X="256" Y="256"/><Coordinate Order="1" X="512" Y="256"/>'
-        '<Coordinate Order="2" X="512" Y="512"/><Coordinate Order="3" X="256" Y="512"/>'
-        "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+        _asap(("_0", 256, 256, 768, 768), ("_2", 256, 256, 512, 512))
     )
     rows = preprocess(
         [slide], tmp_path / "cache", ann, PreprocessOptions(min_side=128, mask_mpp=16.0)
@@ -197,9 +210,7 @@ def test_cli_missing_path_and_empty_glob_exit_2(tmp_path, monkeypatch, capsys):
 def test_cli_summary_and_nonzero_exit(tmp_path, monkeypatch, capsys):
     from wsi_dram.cli import main
 
-    rgb = np.full((512, 512, 3), 240, np.uint8)
-    rgb[100:400, 100:400] = (170, 60, 150)
-    good = write_tiff(tmp_path / "good.tif", rgb)
+    good = _tissue_tif(tmp_path / "good.tif")
     bad = need(FIXTURES / "unopenable.tiff")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(
@@ -228,22 +239,12 @@ def test_cli_summary_and_nonzero_exit(tmp_path, monkeypatch, capsys):
 
 
 def test_a_changed_annotation_rebuilds_the_labels(tmp_path):
-    rgb = np.full((1024, 1024, 3), 240, np.uint8)
-    rgb[128:896, 128:896] = (170, 60, 150)
-    slide = write_tiff(tmp_path / "a.tif", rgb, mpp=1.0)
+    slide = _tissue_tif(tmp_path / "a.tif", 1024, 128, mpp=1.0)
     ann = tmp_path / "ann"
     ann.mkdir()
 
     def square(group: str) -> str:
-        return (
-            "<ASAP_Annotations><Annotations>"
-            f'<Annotation Name="a" Type="Polygon" PartOfGroup="{group}"><Coordinates>'
-            '<Coordinate Order="0" X="256" Y="256"/>'
-            '<Coordinate Order="1" X="768" Y="256"/>'
-            '<Coordinate Order="2" X="768" Y="768"/>'
-            '<Coordinate Order="3" X="256" Y="768"/>'
-            "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
-        )
+        return _asap((group, 256, 256, 768, 768))
 
     options = PreprocessOptions(min_side=128, mask_mpp=16.0, qc=False)
     cache = tmp_path / "cache"
@@ -264,10 +265,8 @@ def test_a_changed_annotation_rebuilds_the_labels(tmp_path):
 
 
 def test_a_file_in_place_of_a_partial_store_does_not_stop_the_batch(tmp_path):
-    rgb = np.full((512, 512, 3), 240, np.uint8)
-    rgb[100:400, 100:400] = (170, 60, 150)
-    first = write_tiff(tmp_path / "p1.tif", rgb)
-    second = write_tiff(tmp_path / "p2.tif", rgb)
+    first = _tissue_tif(tmp_path / "p1.tif")
+    second = _tissue_tif(tmp_path / "p2.tif")
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / ".p1.ome.zarr.partial").write_text("not a store")
