@@ -397,3 +397,47 @@ def test_composite_over_white_matches_the_blend_formula() -> None:
     assert np.abs(out.astype(float) - expected).max() <= 1
     assert (out[10:20] == 255).all()
     assert np.array_equal(out[:10], rgba[:10, :, :3])
+
+
+# -- truncated files ---------------------------------------------------------------
+
+
+def _two_page_tiff(path: Path) -> tuple[bytes, int]:
+    """A 256 x 256 RGB page then a 64 x 64 page; (bytes, offset of page 2's IFD)."""
+    import tifffile
+
+    idx = np.arange(256 * 256, dtype=np.uint32).reshape(256, 256)
+    rgb = np.stack([idx % 251, (idx // 7) % 241, (idx * 13) % 239], 2).astype(np.uint8)
+    with tifffile.TiffWriter(path) as writer:
+        writer.write(rgb, photometric="rgb", metadata=None)
+        writer.write(rgb[::4, ::4], photometric="rgb", metadata=None)
+    with tifffile.TiffFile(path) as tif:
+        second = tif.pages[1].offset
+        first = tif.pages[0]
+        assert first.dataoffsets[0] + first.databytecounts[0] <= second
+    return path.read_bytes(), second
+
+
+def test_tiff_cut_before_its_second_directory_is_truncated(tmp_path: Path) -> None:
+    """Page 1 is whole but the chain points past the end: Pillow alone would read
+    page 1 as a plain image with no pixel size (the "missing mpp" report)."""
+    data, second = _two_page_tiff(tmp_path / "whole.tif")
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[:second])
+    for kwargs in ({}, {"mpp": 0.5}, {"fallback_mpp": 0.5}):
+        with pytest.raises(SlideError) as info:
+            open_slide(cut, **kwargs)
+        assert info.value.path == str(cut)
+        assert info.value.reason.startswith("file is truncated or damaged")
+        assert f"end of its {second} bytes" in info.value.reason
+    with open_slide(tmp_path / "whole.tif", mpp=0.5) as whole:  # intact: opens
+        assert (whole.width, whole.height) == (256, 256)
+
+
+def test_real_tiff_cut_to_half_is_truncated(tmp_path: Path) -> None:
+    data = need(FIXTURES / "boxes.tiff").read_bytes()
+    cut = tmp_path / "boxes.tiff"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SlideError, match="truncated or damaged") as info:
+        open_slide(cut, mpp=1.0)
+    assert info.value.path == str(cut)

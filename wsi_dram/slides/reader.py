@@ -392,17 +392,38 @@ def _float_or_none(value: str | None) -> float | None:
         return None
 
 
+class _TiffWarnings(logging.Handler):
+    """Collects tifffile's warnings while a file is parsed (instead of showing them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
 def _tiff_damage(path: Path) -> str | None:
-    """Why a TIFF that OpenSlide refused is damaged (e.g. truncated), or None."""
+    """Why a TIFF file is damaged (e.g. truncated), or None when it looks whole.
+
+    A file cut short loses either image data (a strip or tile runs past the end
+    of the file) or the directory chain (tifffile warns of an "invalid ... offset"
+    past the end and stops: a reader would then see only the first page, or none,
+    and fall back to reading it as a plain image). Both are damage; files that do
+    not start like a TIFF (``II``/``MM``) are not judged here (None).
+    """
     import tifffile
 
     with path.open("rb") as handle:
         if handle.read(2) not in (b"II", b"MM"):
             return None
     size = path.stat().st_size
-    quiet = logging.getLogger("tifffile")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # its own "invalid page offset" lines
+    logger = logging.getLogger("tifffile")
+    collect = _TiffWarnings()
+    saved = logger.level, logger.propagate
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False  # its own "invalid page offset" lines stay quiet
+    logger.addHandler(collect)
     try:
         with tifffile.TiffFile(path) as tif:
             end = max(
@@ -416,9 +437,15 @@ def _tiff_damage(path: Path) -> str | None:
     except (OSError, ValueError, tifffile.TiffFileError) as exc:
         return f"its TIFF structure is unreadable ({exc})"
     finally:
-        quiet.setLevel(level)
+        logger.removeHandler(collect)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
     if end > size:
         return f"its image data runs to byte {end} but the file has {size} bytes"
+    broken = [m for m in collect.messages if "invalid" in m and "offset" in m]
+    if broken:
+        detail = " ".join(broken[0].split())
+        return f"its TIFF directories point past the end of its {size} bytes ({detail})"
     return None
 
 
@@ -438,13 +465,25 @@ def _open_handle(path: Path) -> AbstractSlide:
     except openslide.OpenSlideUnsupportedFormatError as exc:
         raise SlideError(f"unsupported slide format ({exc})", path) from exc
     except openslide.OpenSlideError as exc:
-        raise SlideError(f"cannot open slide: {exc}", path) from exc
+        raise SlideError(_damage_or(path, exc), path) from exc
     except Exception as exc:  # PIL raises its own types for non-images
         raise SlideError(
             f"unsupported slide format: neither OpenSlide nor Pillow can read it "
             f"({type(exc).__name__}: {exc})",
             path,
         ) from exc
+
+
+def _damage_or(path: Path, exc: Exception) -> str:
+    """Why OpenSlide could not open a recognised file: the damage
+    :func:`_tiff_damage` finds (a truncated copy), else OpenSlide's own message."""
+    try:
+        damage = _tiff_damage(path)
+    except OSError:
+        damage = None
+    if damage is None:
+        return f"cannot open slide: {exc}"
+    return f"file is truncated or damaged: {damage}; copy it again (OpenSlide: {exc})"
 
 
 def open_slide(
