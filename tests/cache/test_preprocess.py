@@ -274,3 +274,67 @@ def test_a_file_in_place_of_a_partial_store_does_not_stop_the_batch(tmp_path):
     assert [r.status for r in rows] == ["done", "done"], [r.error for r in rows]
     assert store.is_complete(cache / "p1.ome.zarr")
     assert not (cache / ".p1.ome.zarr.partial").exists()
+
+
+def test_a_file_named_like_the_store_is_left_alone_and_the_batch_goes_on(tmp_path):
+    first = _tissue_tif(tmp_path / "f1.tif")
+    second = _tissue_tif(tmp_path / "f2.tif")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    mine = cache / "f1.ome.zarr"
+    mine.write_text("my notes")
+    rows = preprocess([first, second], cache, options=PreprocessOptions(qc=False))
+    assert [r.status for r in rows] == ["failed", "done"], [r.error for r in rows]
+    assert str(mine) in rows[0].error and "is a file, not a cache store" in (
+        rows[0].error
+    )
+    assert rows[0].error.startswith("f1.tif: ")
+    assert mine.read_text() == "my notes"  # untouched, nothing beside it
+    assert sorted(p.name for p in cache.iterdir() if "f1" in p.name) == ["f1.ome.zarr"]
+    assert store.is_complete(cache / "f2.ome.zarr")
+    by_id = {r.slide_id: r for r in read_manifest(cache / "manifest.csv")}
+    assert by_id["f1"].status == "failed" and by_id["f2"].status == "done"
+
+
+def test_two_files_with_one_slide_id_the_second_fails_naming_both(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = _tissue_tif(tmp_path / "a" / "x.tif")
+    b = _tissue_tif(tmp_path / "b" / "x.tif", inset=50)
+    other = _tissue_tif(tmp_path / "y.tif")
+    cache = tmp_path / "cache"
+    # the same file named twice (x.tif and a glob) is cached once, not an error
+    rows = preprocess([a, b, a, other], cache, options=PreprocessOptions(qc=False))
+    assert [(r.slide_id, r.status) for r in rows] == [
+        ("x", "done"),
+        ("x", "failed"),
+        ("y", "done"),
+    ]
+    assert str(a) in rows[1].error and str(b) in rows[1].error
+    assert rows[1].source == str(b)
+    manifest = {r.slide_id: r for r in read_manifest(cache / "manifest.csv")}
+    assert manifest["x"].source == str(a) and manifest["x"].status == "done"
+    # the store holds a/x.tif's pixels: tissue square 100 px in, not 50
+    tissue = (512 - 200) ** 2 * 0.5**2 / 1e6
+    assert rows[0].tissue_mm2 == pytest.approx(tissue, rel=0.1)
+
+
+def test_a_truncated_slide_fails_clearly_even_with_mpp(tmp_path):
+    whole = _tissue_tif(tmp_path / "whole.tif")
+    import tifffile
+
+    rgb = np.full((512, 512, 3), 240, np.uint8)
+    rgb[100:412, 100:412] = (170, 60, 150)
+    two = tmp_path / "two.tif"
+    with tifffile.TiffWriter(two) as writer:  # stripped: OpenSlide hands it to Pillow
+        writer.write(rgb, photometric="rgb", metadata=None)
+        writer.write(rgb[::4, ::4], photometric="rgb", metadata=None)
+    with tifffile.TiffFile(two) as tif:
+        second_ifd = tif.pages[1].offset
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(two.read_bytes()[:second_ifd])  # page 1 whole, page 2 gone
+    cache = tmp_path / "cache"
+    rows = preprocess([cut, whole], cache, options=PreprocessOptions(mpp=0.5, qc=False))
+    assert [r.status for r in rows] == ["failed", "done"], [r.error for r in rows]
+    assert rows[0].error.startswith("cut.tif: file is truncated or damaged")
+    assert not (cache / "cut.ome.zarr").exists() and not (cache / "cut.h5").exists()

@@ -17,6 +17,10 @@ For each slide (independently; a failure is recorded and the batch goes on):
    which the next run deletes (whether it rebuilds or skips the slide);
 4. draw the QC picture ``qc/<slide_id>.png`` and update ``manifest.csv``.
 
+The slide id is the file stem: a later file with the id of an earlier one in the
+batch (``a/x.tif``, ``b/x.tif``) fails naming both, and a file (not a store folder)
+named ``<slide_id>.ome.zarr`` in the cache fails its slide and is left untouched.
+
 One run at a time per cache: :func:`preprocess` holds ``.wsi_dram.lock`` in the
 cache folder (an ``flock``, released by the OS when the process ends, even when
 killed); a second run stops at once with a :class:`CacheError`.
@@ -403,6 +407,7 @@ def preprocess_slide(
     final = store.store_path(cache_dir, slide_id)
     tmp = final.with_name(f".{final.name}.partial")
     try:
+        _check_store_place(final)
         signature = source_signature(source)
         signature["annotation"] = _annotation_digest(slide_id, annotations)
         params = options.params()
@@ -440,7 +445,9 @@ def preprocess_slide(
         if isinstance(exc, NoTissueError):
             reason = f"no tissue found in {source.name}"
         elif isinstance(exc, WsiDramError):
-            reason = exc.reason
+            # the path the error concerns, when it is not the slide (e.g. the store)
+            foreign = exc.path is not None and exc.path != str(source)
+            reason = str(exc) if foreign else exc.reason
         else:
             reason = f"{type(exc).__name__}: {exc}"
             log.debug("%s failed", source, exc_info=True)
@@ -457,6 +464,23 @@ def preprocess_slide(
         )
     row.seconds = time.perf_counter() - t0
     return row
+
+
+def _check_store_place(final: Path) -> None:
+    """Refuse a slide whose store path is taken by something that is not a folder.
+
+    A file (or a link to one) named ``<slide_id>.ome.zarr`` is the user's, not a
+    store: it is never moved or deleted, and the slide fails naming it.
+
+    Raises:
+        CacheError: ``final`` exists (or is a dangling link) and is not a folder.
+    """
+    if (final.exists() or final.is_symlink()) and not final.is_dir():
+        raise CacheError(
+            "is a file, not a cache store; the slide was not cached and the file "
+            "was left as it is: move or rename it, then rerun",
+            final,
+        )
 
 
 def _build(
@@ -721,17 +745,22 @@ def _preprocess_locked(
     if isinstance(scheduler, str):
         client, own_client = connect_scheduler(scheduler), True
     rows: list[ManifestRow] = []
-    seen: set[str] = set()
+    files = _once_each([Path(source) for source in slides])
+    firsts = duplicate_ids(files)
     try:
-        for source in slides:
-            source = Path(source)
-            if source.stem in seen:
+        for source, first in zip(files, firsts, strict=True):
+            if first is not None:
+                # not in the manifest: its row is the first file's (same id)
                 row = ManifestRow(
                     slide_id=source.stem,
                     source=str(source),
                     status="failed",
-                    error=f"duplicate slide id {source.stem!r} in this batch",
+                    error=(
+                        f"{source}: duplicate slide id {source.stem!r}, also the id "
+                        f"of {first} (cached from that file); rename one of them"
+                    ),
                 )
+                log.warning("%s: failed: %s", source, row.error)
             else:
                 row = preprocess_slide(
                     source, cache_dir, ann, options, client, progress
@@ -744,8 +773,6 @@ def _preprocess_locked(
                         "previous manifest is kept",
                         cache_dir,
                     ) from exc
-            if row.status != "failed":
-                seen.add(source.stem)
             rows.append(row)
             if progress is not None:
                 progress.slide_finished(row)
@@ -753,3 +780,32 @@ def _preprocess_locked(
         if own_client:
             client.close()
     return rows
+
+
+def _once_each(files: list[Path]) -> list[Path]:
+    """``files`` without repeats of one file (``x.tif`` and ``*.tif``), in order."""
+    seen: set[Path] = set()
+    kept: list[Path] = []
+    for path in files:
+        key = path.resolve()
+        if key in seen:
+            log.info("%s: named twice; cached once", path)
+            continue
+        seen.add(key)
+        kept.append(path)
+    return kept
+
+
+def duplicate_ids(files: list[Path]) -> list[Path | None]:
+    """For each file, the earlier file with the same slide id (file stem), or None.
+
+    Slide ids key the cache (``<slide_id>.ome.zarr``) and the manifest, so two
+    files with one id (``a/x.tif``, ``b/x.tif``) cannot both be cached: the first
+    in input order is, the later ones fail naming it.
+    """
+    first: dict[str, Path] = {}
+    out: list[Path | None] = []
+    for path in files:
+        out.append(first.get(path.stem))
+        first.setdefault(path.stem, path)
+    return out
