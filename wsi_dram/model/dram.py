@@ -29,6 +29,7 @@ from wsi_dram.model.modules import (
     CoreNetwork,
     GlimpseNetwork,
     LocationNetwork,
+    SpatialLocationNetwork,
 )
 
 Policy = Literal["learned", "random", "center"]
@@ -69,6 +70,11 @@ class ModelConfig:
             textures (slides), "flatten" shapes (digits).
         combine: "product" (Ba et al.) or "sum" (Mnih et al.) of the "what"
             and "where" paths in the glimpse network.
+        emission: "gaussian" (the papers: N(mu(h_t), sigma^2)) or "spatial":
+            a softmax over the cells of the context network's feature map,
+            never the same cell twice (see
+            :class:`~wsi_dram.model.modules.SpatialLocationNetwork`); needs the
+            context network, and ``glimpses`` at most the number of cells.
     """
 
     glimpses: int = 6
@@ -89,6 +95,7 @@ class ModelConfig:
     reinforce_emission_only: bool = False
     what_pool: Literal["flatten", "global"] = "flatten"
     combine: Literal["product", "sum"] = "product"
+    emission: Literal["gaussian", "spatial"] = "gaussian"
 
 
 @dataclass
@@ -123,6 +130,8 @@ class DRAM(nn.Module):
             raise ValueError(f"model.layers must be 1 or 2, got {config.layers}")
         if config.first == "context" and not config.context:
             raise ValueError('model.first = "context" needs model.context = true')
+        if config.emission == "spatial" and not config.context:
+            raise ValueError('model.emission = "spatial" needs model.context = true')
         self.config = config
         h = config.hidden
         self.glimpse_net = GlimpseNetwork(
@@ -144,7 +153,18 @@ class DRAM(nn.Module):
             if config.context
             else None
         )
-        self.emission = LocationNetwork(h, config.sigma)
+        self.emission: LocationNetwork | SpatialLocationNetwork
+        if config.emission == "spatial":
+            assert self.context_net is not None
+            cells = self.context_net.feature_side**2
+            if config.glimpses > cells:
+                raise ValueError(
+                    f"model.glimpses ({config.glimpses}) exceeds the {cells} cells "
+                    'of the context feature map (model.emission = "spatial")'
+                )
+            self.emission = SpatialLocationNetwork(h, self.context_net.feature_channels)
+        else:
+            self.emission = LocationNetwork(h, config.sigma)
         self.baseline = BaselineNetwork(h)
         self.classifier = ActionNetwork(h, num_classes)
 
@@ -170,19 +190,33 @@ class DRAM(nn.Module):
         device = next(self.parameters()).device
         zeros = torch.zeros(b, cfg.hidden, device=device)
         state = [(zeros, zeros) for _ in range(cfg.layers)]
+        features: Tensor | None = None
         if self.context_net is not None:
             view = sensor.context().to(device)  # (B, C, c, c)
-            state[-1] = (self.context_net(view), zeros)
+            features = self.context_net.features(view)  # (B, C', s, s)
+            state[-1] = (self.context_net.state(features), zeros)
 
         log_pis: list[Tensor] = []
         baselines: list[Tensor] = []
         locations: list[Tensor] = []
 
+        emission_only = cfg.detach_core and (
+            cfg.layers == 1 or cfg.reinforce_emission_only
+        )
+        visited: Tensor | None = None
+
         def emit() -> Tensor:
-            top = state[-1][0]
-            if cfg.detach_core and (cfg.layers == 1 or cfg.reinforce_emission_only):
-                top = top.detach()
-            l, log_pi, _ = self.emission(top, sample, generator)  # noqa: E741
+            nonlocal visited
+            top = state[-1][0].detach() if emission_only else state[-1][0]
+            if isinstance(self.emission, SpatialLocationNetwork):
+                assert features is not None
+                f = features.detach() if emission_only else features
+                if visited is None:
+                    visited = f.new_zeros(b, f.shape[2] * f.shape[3], dtype=torch.bool)
+                l, log_pi, cell = self.emission(top, f, visited, sample, generator)  # noqa: E741
+                visited = visited.scatter(1, cell[:, None], True)
+            else:
+                l, log_pi, _ = self.emission(top, sample, generator)  # noqa: E741
             log_pis.append(log_pi)
             baselines.append(self.baseline(state[-1][0]))
             return l

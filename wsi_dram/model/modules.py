@@ -7,6 +7,7 @@ Mnih et al. (2014), "Recurrent Models of Visual Attention", section 3; Ba et al.
 * ``CoreNetwork``     h_t = LSTM(g_t, h_{t-1}), one or two layers
 * ``ContextNetwork``  h^(2)_0 = G_context(coarse view of the field)
 * ``LocationNetwork`` l_{t+1} ~ N(mu(h_t), sigma^2), mu in [-1, 1]
+* ``SpatialLocationNetwork`` l_{t+1} ~ softmax over the context's feature map
 * ``BaselineNetwork`` b_t = f_b(h_t) (on the detached state)
 * ``ActionNetwork``   p(y | h_T) (class logits)
 """
@@ -118,6 +119,16 @@ class GlimpseNetwork(nn.Module):
         return torch.relu(what) * torch.relu(where)
 
 
+def context_feature_side(context_size: int, layers: int) -> int:
+    """Side of the context network's feature map: halved after a conv layer
+    while it is at least 8."""
+    side = context_size
+    for _ in range(layers):
+        if side >= 8:
+            side //= 2
+    return side
+
+
 class ContextNetwork(nn.Module):
     """G_context: a coarse view of the whole field -> initial upper-layer state."""
 
@@ -136,12 +147,23 @@ class ContextNetwork(nn.Module):
             if side >= 8:
                 layers.append(nn.MaxPool2d(2))
                 side //= 2
+        assert side == context_feature_side(context_size, len(conv_channels))
         self.conv = nn.Sequential(*layers)
         self.fc = nn.Linear(channels * side * side, hidden)
+        self.feature_channels = channels
+        self.feature_side = side
 
     def forward(self, view: Tensor) -> Tensor:
         """(B, C, c, c) coarse view -> (B, hidden)."""
-        return torch.relu(self.fc(self.conv(view).flatten(1)))
+        return self.state(self.features(view))
+
+    def features(self, view: Tensor) -> Tensor:
+        """(B, C, c, c) coarse view -> (B, C', s, s) feature map, s = feature_side."""
+        return self.conv(view)
+
+    def state(self, features: Tensor) -> Tensor:
+        """(B, C', s, s) feature map -> (B, hidden) initial upper-layer state."""
+        return torch.relu(self.fc(features.flatten(1)))
 
 
 class RectifierCell(nn.Module):
@@ -226,6 +248,78 @@ class LocationNetwork(nn.Module):
             - 0.5 * math.log(2 * math.pi)
         ).sum(dim=1)  # (B,)
         return l.clamp(-1.0, 1.0), log_pi, mu
+
+
+class SpatialLocationNetwork(nn.Module):
+    """l_t: a categorical policy over the cells of the context's feature map.
+
+    The context network's (B, C', s, s) map cuts the field into s x s cells. Each
+    cell gets a score from its own features and the current upper-layer state
+    (additive attention: ``v . tanh(W_f f_ij + W_h h_t)``), and the next location
+    is drawn from the softmax over the cells not yet visited (inhibition of
+    return), uniformly within the cell. Unlike a Gaussian around a regressed
+    mean, this policy starts uniform over the field (so it explores like random
+    glimpses) and learns "look where the coarse view shows X" as a local,
+    translation-equivariant rule. Not in the papers; ``model.emission``.
+
+    Args:
+        hidden: width of h_t.
+        feature_channels: C' of the context feature map.
+        attention: width of the additive attention.
+    """
+
+    def __init__(self, hidden: int, feature_channels: int, attention: int = 64) -> None:
+        super().__init__()
+        self.feature = nn.Conv2d(feature_channels, attention, 1)
+        self.state = nn.Linear(hidden, attention, bias=False)
+        self.score = nn.Conv2d(attention, 1, 1)
+
+    def forward(
+        self,
+        h: Tensor,
+        features: Tensor,
+        visited: Tensor,
+        sample: bool,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Choose the next location.
+
+        Args:
+            h: (B, hidden) upper-layer state.
+            features: (B, C', s, s) context feature map.
+            visited: (B, s*s) bool, cells already chosen (excluded while any
+                cell is left).
+            sample: draw from the softmax (and uniformly within the cell);
+                otherwise take the most likely cell's centre.
+            generator: source of randomness.
+
+        Returns:
+            ``(l, log_pi, cell)``: l (B, 2) detached ``(x, y)`` in ``[-1, 1]``,
+            log_pi (B,) log-probability of the chosen cell with its gradient
+            (zero when not sampling), cell (B,) int64 row-major index.
+        """
+        b, _, s, _ = features.shape
+        z = torch.tanh(self.feature(features) + self.state(h)[:, :, None, None])
+        logits = self.score(z).flatten(1)  # (B, s*s)
+        full = visited.all(dim=1, keepdim=True)  # (B, 1)
+        logits = logits.masked_fill(visited & ~full, float("-inf"))
+        log_p = torch.log_softmax(logits, dim=1)  # (B, s*s)
+        where = generator.device if generator is not None else torch.device("cpu")
+        if sample:
+            probs = log_p.detach().exp().to(where)
+            cell = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            cell = cell.to(log_p.device)
+            jitter = torch.rand(b, 2, generator=generator, device=where)
+            jitter = jitter.to(log_p.device)
+            log_pi = log_p.gather(1, cell[:, None]).squeeze(1)
+        else:
+            cell = log_p.argmax(dim=1)
+            jitter = torch.full((b, 2), 0.5, device=log_p.device)
+            log_pi = torch.zeros(b, device=log_p.device)
+        col, row = cell % s, cell // s
+        xy = torch.stack([col, row], dim=1).to(jitter.dtype) + jitter  # (B, 2)
+        l = (xy * (2.0 / s) - 1.0).clamp(-1.0, 1.0)  # noqa: E741
+        return l.detach(), log_pi, cell
 
 
 class BaselineNetwork(nn.Module):

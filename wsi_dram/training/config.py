@@ -16,6 +16,7 @@ from wsi_dram.config import config_to_dict, load_config
 from wsi_dram.data.tasks import SensorSpec, TaskConfig
 from wsi_dram.errors import ConfigError
 from wsi_dram.model.dram import ModelConfig
+from wsi_dram.model.modules import context_feature_side
 
 
 @dataclass
@@ -113,6 +114,18 @@ def _check(config: TrainConfig, source: str) -> None:
             'model.first = "context" needs model.context = true',
         ),
         (not m.context or m.context_size >= 1, "model.context_size must be >= 1"),
+        (
+            m.emission != "spatial" or m.context,
+            'model.emission = "spatial" needs model.context = true',
+        ),
+        (
+            m.emission != "spatial"
+            or m.glimpses
+            <= context_feature_side(m.context_size, len(m.context_channels)) ** 2,
+            'model.emission = "spatial": model.glimpses exceeds the cells of the '
+            "context feature map (model.context_size halved per context conv "
+            "layer while >= 8, squared)",
+        ),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.epochs >= 1, "train.epochs must be >= 1"),
         (t.eval_samples >= 1, "train.eval_samples must be >= 1"),
