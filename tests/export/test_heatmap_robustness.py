@@ -24,6 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 from tests.cache.helpers import write_tiff
+from tests.conftest import CASES, need
 from wsi_dram.cli import app, main
 from wsi_dram.cli.heatmap import expand_sources
 from wsi_dram.errors import DataError, WsiDramError
@@ -179,3 +180,45 @@ def test_expand_sources_like_preprocess_with_stores(tmp_path: Path) -> None:
         expand_sources([str(empty)])
     with pytest.raises(DataError, match="no such slide file"):
         expand_sources([str(tmp_path / "gone.ome.zarr")])
+
+
+def test_two_sources_with_one_slide_id_the_second_fails_naming_both(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """b/tiny.tif (another picture) must not overwrite a/tiny.tif's outputs."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = tmp_path / "a" / "tiny.tif"
+    a.write_bytes(tiny["slide"].read_bytes())
+    rgb = np.full((SIDE, SIDE, 3), 245, np.uint8)
+    rgb[:SQUARE, :SQUARE] = (120, 30, 90)  # another place, another colour
+    b = write_tiff(tmp_path / "b" / "tiny.tif", rgb, mpp=MPP)
+    alone = heatmap_slides([a], tiny["fits"], tmp_path / "alone", formats=["lesions"])
+    assert alone[0].status == "done", alone[0].error
+    out = tmp_path / "out"
+    rows = heatmap_slides([a, b], tiny["fits"], out, formats=["lesions"])
+    assert [r.status for r in rows] == ["done", "failed"], [r.error for r in rows]
+    assert str(a) in rows[1].error and str(b) in rows[1].error
+    assert "duplicate slide id 'tiny'" in rows[1].error
+    assert (out / "tiny.lesions.csv").read_bytes() == (
+        tmp_path / "alone" / "tiny.lesions.csv"
+    ).read_bytes()
+
+
+def test_slide_without_pixel_size_hint_names_what_heatmap_accepts(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    """1024 x 768 px, no resolution: preprocess --mpp first, with --min-side 500.
+
+    The model reads levels 0..2 (3 scales); long sides 1024, 512, 256 give a
+    third level only when 512 >= min_side, and halving 1000 once gives 500."""
+    slide = need(CASES / "mpp-missing" / "no_resolution.tif")
+    rows = heatmap_slides([slide], tiny["fits"], tmp_path / "out", formats=["lesions"])
+    assert rows[0].status == "failed"
+    assert rows[0].error == (
+        f"{slide}: pixel size unknown (the file has no openslide.mpp-x property); "
+        f"cache it first with `wsi-dram preprocess {slide} --mpp X --min-side 500 "
+        "--cache DIR` (X in micrometres per pixel), then give "
+        "DIR/no_resolution.ome.zarr to heatmap"
+    )
+    assert "config key" not in rows[0].error

@@ -222,7 +222,10 @@ def register(app: typer.Typer) -> None:
         SLIDE.geojson (QuPath), SLIDE.xml (ASAP), SLIDE.heatmap.tif (pyramidal,
         slide extent and mpp), SLIDE.lesions.csv; and labels/heatmap in the
         slide's cache. A failed slide is reported and the others go on; the exit
-        code is 1 when any slide failed.
+        code is 1 when any slide failed. Outputs are named by slide id, so a
+        later source with the id of an earlier one fails (naming both). A slide
+        file without a pixel size: cache it with `wsi-dram preprocess --mpp`
+        first and give its store here.
         """
         from wsi_dram.export.run import (
             check_writable,

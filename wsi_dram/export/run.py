@@ -227,12 +227,15 @@ def _reusable(store: Path, source: Path) -> bool:
     return cached.get("size") == now["size"] and cached.get("hash") == now["hash"]
 
 
-def _min_side(source: Path, levels: int, default: int = 1000) -> int:
-    """The preprocess ``min_side`` that gives a small slide ``levels`` levels."""
+def _min_side(
+    source: Path, levels: int, default: int = 1000, mpp: float | None = None
+) -> int:
+    """The preprocess ``min_side`` that gives a small slide ``levels`` levels
+    (``mpp``: a pixel size for opening a file without one; sizes ignore it)."""
     from wsi_dram.cache.store import level_count_for
     from wsi_dram.slides.reader import open_slide
 
-    with open_slide(source) as slide:
+    with open_slide(source, mpp=mpp) as slide:
         width, height = slide.width, slide.height
     side = default
     while side > 16 and level_count_for(width, height, side) < levels:
@@ -275,7 +278,21 @@ def resolve_cache(
         return store
     if progress is not None:
         progress("preprocess", 0, 1)
-    options = PreprocessOptions(min_side=_min_side(path, levels))
+    from wsi_dram.slides.reader import PixelSizeUnknown
+
+    try:
+        min_side = _min_side(path, levels)
+    except PixelSizeUnknown as exc:  # heatmap has no --mpp: name what works
+        side = _min_side(path, levels, mpp=1.0)
+        extra = "" if side == 1000 else f" --min-side {side}"
+        raise SlideError(
+            "pixel size unknown (the file has no openslide.mpp-x property); cache "
+            f"it first with `wsi-dram preprocess {path} --mpp X{extra} --cache DIR` "
+            f"(X in micrometres per pixel), then give DIR/{path.stem}{STORE_SUFFIX} "
+            "to heatmap",
+            path,
+        ) from exc
+    options = PreprocessOptions(min_side=min_side)
     (row,) = preprocess([path], cache_dir, None, options)
     if row.status == "failed":
         raise SlideError(f"preprocessing failed: {row.error}", path)
@@ -503,9 +520,18 @@ def heatmap_slides(
         )
         check_writable(cache_root, "cache folder")
     rows = []
-    for source in sources:
+    firsts = _same_id_before(sources)
+    for source, first in zip(sources, firsts, strict=True):
         slide_id = slide_id_of(source)
         t0 = time.perf_counter()
+        if first is not None:  # its outputs would overwrite the first one's
+            reason = (
+                f"{source}: duplicate slide id {slide_id!r}, also the id of "
+                f"{first} (whose outputs in {out_dir} have this name); rename one"
+            )
+            log.warning("%s: failed: %s", source, reason)
+            rows.append(HeatmapRow(slide_id, str(source), "failed", reason))
+            continue
         slide_progress = None
         if progress is not None:
 
@@ -552,3 +578,19 @@ def heatmap_slides(
             )
         )
     return rows
+
+
+def _same_id_before(sources: Sequence[str | Path]) -> list[str | Path | None]:
+    """For each source, the earlier source with the same slide id, or None.
+
+    Outputs are named by slide id (``OUT/<slide_id>.heatmap.png`` ...), so two
+    sources with one id (``a/x.tif`` and ``b/x.ome.zarr``) would overwrite each
+    other; the first in order is scored, the later ones fail naming it.
+    """
+    first: dict[str, str | Path] = {}
+    out: list[str | Path | None] = []
+    for source in sources:
+        slide_id = slide_id_of(source)
+        out.append(first.get(slide_id))
+        first.setdefault(slide_id, source)
+    return out

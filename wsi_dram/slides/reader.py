@@ -127,6 +127,11 @@ def tiff_resolution_mpp(path: str | Path) -> tuple[float, float] | None:
     return micrometres * xd / xn, micrometres * yd / yn
 
 
+class PixelSizeUnknown(SlideError):
+    """A slide file has no pixel size and none was given (each command words the
+    remedy it accepts: ``--mpp`` for ``preprocess``, a config key for ``train``)."""
+
+
 class Slide:
     """An open whole-slide image. Create it with :func:`open_slide`.
 
@@ -504,8 +509,8 @@ def open_slide(
         The open :class:`Slide`; close it (or use it as a context manager).
 
     Raises:
-        SlideError: the file is missing, not a slide OpenSlide supports, or has no
-            pixel size and none was given.
+        SlideError: the file is missing or not a slide OpenSlide supports
+            (:class:`PixelSizeUnknown`: it has no pixel size and none was given).
     """
     path = Path(path)
     if not path.is_file():
@@ -546,7 +551,7 @@ def open_slide(
         unit = props.get("tiff.ResolutionUnit")
         unit_text = f'TIFF ResolutionUnit is "{unit}"' if unit else "no TIFF resolution"
         handle.close()
-        raise SlideError(
+        raise PixelSizeUnknown(
             "pixel size unknown: no openslide.mpp-x/openslide.mpp-y property "
             f"({unit_text}); give it with --mpp X or the config key `mpp` "
             "(micrometres per pixel)",
