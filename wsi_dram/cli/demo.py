@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from wsi_dram.cli.console import make_console
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -77,7 +78,7 @@ def register(app: typer.Typer) -> None:
 
         logging.getLogger("wsi_dram").setLevel(logging.INFO)
         result = run_synthetic(out, scale)
-        Console().print(summary_table(result))
+        make_console().print(summary_table(result))
 
     @app.command("demo-real")
     def demo_real_cmd(
@@ -97,9 +98,9 @@ def register(app: typer.Typer) -> None:
         from wsi_dram.demo import run_real
 
         if checkpoint is not None and not checkpoint.exists():
-            Console(stderr=True).print(
+            make_console(stderr=True).print(
                 f"no checkpoint at {checkpoint}: heatmaps skipped (run `make demo`)"
             )
             checkpoint = None
         result = run_real(data, out, checkpoint)
-        Console().print(summary_table(result))
+        make_console().print(summary_table(result))

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError, DataError
 from wsi_dram.export import ALL_FORMATS
 
@@ -240,7 +241,7 @@ def register(app: typer.Typer) -> None:
         if cache is not None and any(not is_store(p) for p in slides):
             check_writable(cache, "cache folder")
         model = load_heatmap_model(checkpoint, stride)
-        console = Console(stderr=True)
+        console = make_console(stderr=True)
         columns = (
             TextColumn("{task.description}"),
             BarColumn(),
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
         for row in rows:
             if row.status == "failed":
                 console.print(f"[red]failed[/] {row.slide_id}: {row.error}")
-        Console(width=max(Console().width, 120)).print(summary_table(rows))
+        Console(width=max(make_console().width, 120)).print(summary_table(rows))
         console.print(f"outputs in {out}")
         if any(r.status == "failed" for r in rows):
             sys.exit(1)

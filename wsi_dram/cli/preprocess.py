@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from wsi_dram.cache.manifest import ManifestRow
 from wsi_dram.cache.store import CODECS
+from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -306,7 +306,7 @@ def register(app: typer.Typer) -> None:
         if annotations is not None and not annotations.is_dir():
             raise DataError("annotation folder not found", annotations)
         files = expand_slides(slides)
-        console = Console(stderr=True)
+        console = make_console(stderr=True)
         if annotations is not None:
             missing = unannotated(files, annotations)
             if missing:
@@ -348,7 +348,7 @@ def register(app: typer.Typer) -> None:
             finally:
                 if client is not None:
                     client.close()
-        Console().print(summary_table(rows))
+        make_console().print(summary_table(rows))
         failed = sum(r.status == "failed" for r in rows)
         if failed:
             console.print(

@@ -9,10 +9,10 @@ from typing import Any
 
 import shapely
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError
 from wsi_dram.slides.annotations import DEFAULT_GROUP_MAP, AnnotationSet
 
@@ -33,7 +33,7 @@ def info_command(
         typer.echo(json.dumps(data, indent=2))
         return
 
-    console = Console()
+    console = make_console()
     summary = Table(title=f"{data['slide_id']}", show_header=False)
     summary.add_column("key", style="bold")
     summary.add_column("value")
@@ -162,7 +162,7 @@ def annotations_command(
         typer.echo(json.dumps(data, indent=2))
         return
 
-    console = Console()
+    console = make_console()
     table = Table(title=f"{result.path.name} ({result.format})")
     table.add_column("group")
     table.add_column("label")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -15,6 +14,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from wsi_dram.cli.console import make_console
 from wsi_dram.synth import SynthSlide, make_cohort
 
 
@@ -41,7 +41,7 @@ def synth(
     crowded nuclei with the same mean colour): it is visible at pyramid levels
     0-2 and invisible from level 3 (8x) on at 0.5 µm/px.
     """
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -82,7 +82,7 @@ def synth(
             f"{s.tumour_area_px * mm2:.3f}",
             f"{'pen' if s.pen else '-'} / {'border' if s.border else '-'}",
         )
-    Console().print(table)
+    make_console().print(table)
 
 
 def register(app: typer.Typer) -> None:

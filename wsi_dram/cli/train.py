@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError, make_dir
 
-console = Console(stderr=True)
+console = make_console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,7 +79,20 @@ def train_command(
         test = summary["test"]
         table.add_row("test error (M=1)", f"{test['error_m1']:.4f}")
         table.add_row(f"test error (M={test['samples']})", f"{test['error']:.4f}")
-    Console().print(table)
+    make_console().print(table)
+
+
+def default_report_path(checkpoint: Path, split: str, policy: str) -> Path:
+    """Where ``evaluate`` writes its report without ``--out``.
+
+    ``RUN/eval/<split>[_<policy>]/report.json`` beside the checkpoint's run: RUN
+    is the folder holding ``checkpoints/`` for ``RUN/checkpoints/<name>.pt``, else
+    the checkpoint's own folder. The policy is in the name unless ``learned``.
+    """
+    folder = checkpoint.parent
+    run = folder.parent if folder.name == "checkpoints" else folder
+    name = split if policy == "learned" else f"{split}_{policy}"
+    return run / "eval" / name / "report.json"
 
 
 def evaluate_command(
@@ -87,12 +100,24 @@ def evaluate_command(
     split: str = typer.Option("test", "--split", help="train, val or test."),
     samples: int = typer.Option(1, "--samples", "-M", help="Paths averaged (M)."),
     policy: str = typer.Option("learned", "--policy", help="learned|random|center."),
-    out: Path | None = typer.Option(None, "--out", help="Write report.json here."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help=(
+            "Report file (default: RUN/eval/SPLIT[_POLICY]/report.json beside the "
+            "checkpoint's run folder)."
+        ),
+    ),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Override the task's data folder."
     ),
 ) -> None:
-    """Error and accuracy of a checkpoint, with M=1 and M samples, per class."""
+    """Error and accuracy of a checkpoint, with M=1 and M samples, per class.
+
+    The report goes to --out, by default RUN/eval/SPLIT/report.json (with
+    _POLICY after SPLIT for --policy random or center) for a checkpoint
+    RUN/checkpoints/NAME.pt; the path is printed.
+    """
     from wsi_dram.data.tasks import build_task
     from wsi_dram.evaluation.classification import evaluate_model
     from wsi_dram.training.checkpoints import load_model
@@ -102,7 +127,9 @@ def evaluate_command(
         raise ConfigError(f"--policy {policy!r} is not one of learned, random, center")
     if samples < 1:
         raise ConfigError("--samples must be >= 1")
-    make_dir((out or Path("report.json")).parent)  # fail now, not after the work
+    if out is None:
+        out = default_report_path(checkpoint, split, policy)
+    make_dir(out.parent)  # fail now, not after the work
     model, cfg, _ = load_model(checkpoint)
     device = pick_device(cfg.train.device)
     model.to(device)
@@ -139,13 +166,13 @@ def evaluate_command(
         table.add_row(name, *cells(report["per_class_accuracy_m1"][name], acc))
     all_cells = cells(report["accuracy_m1"], report["accuracy"])
     table.add_row("all", *all_cells, style="bold")
-    Console().print(table)
+    make_console().print(table)
     error = f"error: {report['error_m1']:.4f} (M=1)"
     if samples > 1:
         error += f"  {report['error']:.4f} (M={samples})"
-    Console().print(error)
-    if out is not None:
-        out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    make_console().print(error)
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    make_console().print(f"wrote {out}", soft_wrap=True)
 
 
 def _evaluate_slides(
@@ -153,14 +180,13 @@ def _evaluate_slides(
     task: Any,
     split: str,
     policy: str,
-    out: Path | None,
+    report_path: Path,
     seed: int,
     device: Any,
 ) -> None:
     """Slide-task evaluation: report.json with predictions, lesions and plots."""
     from wsi_dram.evaluation.slides import evaluate_slides
 
-    report_path = out or Path("report.json")
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(f"score {split} slides", total=None)
 
@@ -196,8 +222,10 @@ def _evaluate_slides(
     if report.get("auc_ci"):
         low, high = report["auc_ci"]
         table.add_row("auc 95% CI", f"{low:.4f} - {high:.4f}")
-    Console().print(table)
-    Console().print(f"wrote {report_path} and predictions, lesions, plots beside it")
+    make_console().print(table)
+    make_console().print(
+        f"wrote {report_path} and predictions, lesions, plots beside it", soft_wrap=True
+    )
 
 
 def visualize_command(
@@ -219,4 +247,4 @@ def visualize_command(
         cfg.task.data_dir = data_dir
     task = build_task(cfg.task, cfg.sensor_spec())
     files = write_visualizations(model, task, out, n, split, cfg.train.seed)
-    Console().print(f"wrote {len(files)} files to {out}")
+    make_console().print(f"wrote {len(files)} files to {out}")
