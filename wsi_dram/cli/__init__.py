@@ -36,9 +36,34 @@ app = typer.Typer(
 )
 
 
+def package_version() -> str:
+    """The installed distribution's version, else ``wsi_dram.__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("wsi-dram")
+    except PackageNotFoundError:  # run from a source tree, not installed
+        import wsi_dram
+
+        return wsi_dram.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"wsi-dram {package_version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug lines."),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
 ) -> None:
     """Recurrent visual attention (DRAM) on whole-slide images."""
     logging.basicConfig(

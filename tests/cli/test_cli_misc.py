@@ -1,4 +1,4 @@
-"""``wsi-dram evaluate`` without ``--out``: the report goes beside the run."""
+"""CLI across commands: evaluate's default report, console width, --version."""
 
 from __future__ import annotations
 
@@ -94,3 +94,22 @@ def test_tables_keep_rows_on_one_line_off_a_terminal(
     assert any(("s" * 20) in line and ("r" * 130) in line for line in lines)
     monkeypatch.setenv("COLUMNS", "90")  # an explicit width is honoured
     assert make_console().width == 90
+
+
+def test_version_from_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    import wsi_dram
+    from wsi_dram.cli import package_version
+
+    installed = importlib.metadata.version("wsi-dram")
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output == f"wsi-dram {installed}\n"
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    monkeypatch.setattr(wsi_dram, "__version__", "9.8.7")
+    assert package_version() == "9.8.7"
