@@ -109,3 +109,64 @@ def test_annotations_imagescope_error(
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     assert "ImageScope" in err
+
+
+def _strict(text: str) -> object:
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_text_turns_non_finite_numbers_into_null() -> None:
+    from wsi_dram.cli.slides import json_text
+
+    data = {"a": float("nan"), "b": [float("inf"), 1.5], "c": {"d": -float("inf")}}
+    assert _strict(json_text(data)) == {"a": None, "b": [None, 1.5], "c": {"d": None}}
+
+
+def test_info_json_with_a_nan_objective_is_strict_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import wsi_dram.slides.reader as reader
+
+    path = need(CASES / "near-integer-downsample-level-choice" / "near_integer.tif")
+    real = reader.slide_info
+
+    def with_nan(slide: reader.Slide) -> dict:
+        return {**real(slide), "objective_power": float("nan")}
+
+    monkeypatch.setattr(reader, "slide_info", with_nan)
+    code, out, _ = _run(
+        ["info", str(path), "--json", "--mpp", "0.25"], monkeypatch, capsys
+    )
+    assert code == 0
+    data = _strict(out)
+    assert isinstance(data, dict)
+    assert data["objective_power"] is None and data["mpp"] == 0.25
+
+
+def test_info_on_a_folder_says_it_is_a_folder(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["info", str(tmp_path)], monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path}: is a folder, not a slide file; give one slide file "
+        "(for MIRAX, the .mrxs file beside its folder)"
+    ]
+
+
+@pytest.mark.parametrize("size", [("-5", "-5"), ("0", "100"), ("100", "-1")])
+def test_annotations_refuses_a_slide_size_below_one_pixel(
+    size, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    xml = tmp_path / "a.xml"
+    xml.write_text("<ASAP_Annotations><Annotations/></ASAP_Annotations>")
+    args = ["annotations", str(xml), "--slide-size", *size]
+    code, _, err = _run(args, monkeypatch, capsys)
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"error: --slide-size {size[0]} {size[1]}: width and height are level-0 "
+        "pixels and must be at least 1"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,22 @@ from rich.table import Table
 from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError
 from wsi_dram.slides.annotations import DEFAULT_GROUP_MAP, AnnotationSet
+
+
+def json_text(data: Any) -> str:
+    """``data`` as strict JSON: non-finite floats (NaN, ±Infinity), which JSON
+    cannot express, become ``null``."""
+    return json.dumps(_finite(data), indent=2, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def info_command(
@@ -30,7 +47,7 @@ def info_command(
     with open_slide(slide, mpp=mpp) as opened:
         data = slide_info(opened)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json_text(data))
         return
 
     console = make_console()
@@ -148,6 +165,11 @@ def annotations_command(
     """
     from wsi_dram.slides.annotations import read_annotations
 
+    if slide_size is not None and min(slide_size) < 1:
+        raise ConfigError(
+            f"--slide-size {slide_size[0]} {slide_size[1]}: width and height are "
+            "level-0 pixels and must be at least 1"
+        )
     size = (int(slide_size[0]), int(slide_size[1])) if slide_size else None
     # The tables below list every warning; keep the library's log lines quiet.
     logger = logging.getLogger("wsi_dram.slides.annotations")
@@ -159,7 +181,7 @@ def annotations_command(
         logger.setLevel(previous)
     data = annotation_summary(result)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json_text(data))
         return
 
     console = make_console()

@@ -513,6 +513,12 @@ def open_slide(
             (:class:`PixelSizeUnknown`: it has no pixel size and none was given).
     """
     path = Path(path)
+    if path.is_dir():
+        raise SlideError(
+            "is a folder, not a slide file; give one slide file (for MIRAX, the "
+            ".mrxs file beside its folder)",
+            path,
+        )
     if not path.is_file():
         raise SlideError("no such slide file", path)
     handle = _open_handle(path)
