@@ -145,39 +145,58 @@ def test_some_tumours_have_holes_and_some_slides_have_pen_or_border() -> None:
             assert outlines.contains(Polygon(ring))
 
 
-def test_tumour_differs_only_at_high_magnification(cohort: list[SynthSlide]) -> None:
+def _lag_correlation(r: np.ndarray, mask: np.ndarray, lag: int) -> float:
+    """Correlation of a channel with itself ``lag`` px to the right, inside mask."""
+    both = mask[:, :-lag] & mask[:, lag:]
+    return float(np.corrcoef(r[:, :-lag][both], r[:, lag:][both])[0, 1])
+
+
+def test_tumour_looks_like_a_follicle_except_at_high_magnification(
+    cohort: list[SynthSlide],
+) -> None:
     slide = next(s for s in cohort if s.label == 1)
     assert slide.annotation is not None and slide.detail_levels == 3
     tumour, _ = _read_asap(slide.annotation)
     layout = make_layout(SEED, int(slide.slide_id[-3:]), SIZE, tumour=True)
+    follicles = layout.follicles
+    assert 3 <= len(follicles.geoms) <= 6
+    assert follicles.intersection(tumour).area == 0.0
+    assert follicles.difference(layout.tissue).area < 1e-6 * follicles.area
     with openslide.OpenSlide(str(slide.path)) as osr:
         for level in range(5):
             size = osr.level_dimensions[level]
             rgb = np.asarray(osr.read_region((0, 0), level, size).convert("RGB"))
             rgb = rgb.astype(np.float64)
             margin = max(1, 8 >> level)
-            in_tumour = ndimage.binary_erosion(
-                _mask(tumour, level, size), iterations=margin
-            )
-            tissue = ndimage.binary_erosion(
-                _mask(layout.tissue, level, size), iterations=margin
+
+            in_tumour, in_follicle, in_tissue = (
+                ndimage.binary_erosion(_mask(g, level, size), iterations=margin)
+                for g in (tumour, follicles, layout.tissue)
             )
             near = ndimage.binary_dilation(
-                _mask(tumour, level, size), iterations=max(2, 40 >> level)
+                _mask(tumour.union(follicles), level, size),
+                iterations=max(2, 40 >> level),
             )
-            normal = tissue & ~near
-            assert in_tumour.sum() > 100 and normal.sum() > 1000
+            normal = in_tissue & ~near
+            assert in_tumour.sum() > 100 and in_follicle.sum() > 100
+            assert normal.sum() > 1000
 
-            # The mean colour per area is the same at every level ...
-            gap = np.abs(rgb[in_tumour].mean(axis=0) - rgb[normal].mean(axis=0))
-            assert gap.max() < 3.0, (level, gap)
-            # ... but dark (normal) nuclei only show up where nuclei are drawn.
-            dark_t = (rgb[in_tumour][:, 0] < 120).mean()
-            dark_n = (rgb[normal][:, 0] < 120).mean()
+            # At every level a tumour has a follicle's mean colour per area ...
+            mean_t, mean_f = rgb[in_tumour].mean(axis=0), rgb[in_follicle].mean(axis=0)
+            assert np.abs(mean_t - mean_f).max() < 4.0, (level, mean_t, mean_f)
+            # ... and both are darker than normal tissue: a spot seen at low power.
+            assert (rgb[normal].mean(axis=0) - mean_f)[0] > 20.0, level
+            red = rgb[..., 0]
             if level < 3:
-                assert dark_n > 0.08 and dark_t < 0.01, (level, dark_n, dark_t)
+                # Nuclei drawn: a tumour's large nuclei span several pixels, a
+                # follicle's small ones hardly one step (5 µm at level 0).
+                lag = max(1, 6 >> level)
+                corr_t = _lag_correlation(red, in_tumour, lag)
+                corr_f = _lag_correlation(red, in_follicle, lag)
+                assert corr_t - corr_f > 0.15, (level, corr_t, corr_f)
             else:
-                assert dark_n == dark_t == 0.0
+                # No nuclei: only the smooth stain density and pixel noise remain.
+                assert red[in_tumour].std() < 8 and red[in_follicle].std() < 8
 
 
 def test_bad_sizes_are_refused(tmp_path: Path) -> None:

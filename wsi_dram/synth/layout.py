@@ -1,10 +1,17 @@
-"""Where things are on a synthetic slide: tissue, tumour, pen ink, border band.
+"""Where things are on a synthetic slide: tissue, tumour, follicles, pen ink,
+border band.
 
 A :class:`SlideLayout` is drawn once per slide from a numpy generator seeded by
 ``(seed, index)``; all geometry is in level-0 pixels ``(x, y)``. The tumour is
 given as the rings written to the ASAP XML (``_0`` outlines, ``_2`` normal
 islands and tissue holes inside them), and the renderer fills exactly those rings,
 so pixels and annotation agree to the pixel.
+
+Tumours are small (metastases of 0.1-0.5 mm across on an 8k slide at 0.5 µm/px),
+and every slide, tumour or not, also carries a few lymphoid follicles: dense
+normal regions of the same size that look exactly like a tumour at low power (see
+:mod:`wsi_dram.synth.render`). Follicles are not annotated. At low power a
+reader sees where to look; only high power says what it is.
 
 Sizes that mean something physically (nuclei, pen width, the smallest tumour)
 are set in micrometres and converted with the slide's mpp; the layout of tissue
@@ -28,8 +35,15 @@ PEN_COLOURS = ((40, 70, 165), (35, 125, 80))
 # Chance that a slide has pen marks / a dark scanner border band.
 PEN_PROBABILITY = 0.35
 BORDER_PROBABILITY = 0.25
-# Smallest tumour radius in micrometres (a small macro-metastasis).
+# Smallest tumour (and follicle) radius in micrometres.
 MIN_TUMOUR_RADIUS_UM = 60.0
+# Radius of the first tumour region / of the others / of a follicle, as a share of
+# the radius of the tissue piece it lies in (uniform in the range).
+FIRST_TUMOUR_SCALE = (0.06, 0.14)
+OTHER_TUMOUR_SCALE = (0.04, 0.10)
+FOLLICLE_SCALE = (0.05, 0.11)
+# Follicles per slide (uniform, inclusive), on tumour and normal slides alike.
+FOLLICLES = (3, 6)
 
 
 @dataclass
@@ -43,6 +57,8 @@ class SlideLayout:
         tissue: Tissue pieces (MultiPolygon, holes are glass).
         tumour_outlines: ``_0`` rings, each (n, 2) ``(x, y)``.
         tumour_holes: ``_2`` rings (normal tissue or glass inside a tumour).
+        follicles: Dense normal regions (MultiPolygon, not annotated), disjoint
+            from the tumour.
         pen: Pen strokes as polygons (the inked area) with their RGB colour.
         border: Dark border band as a rectangle ``(x0, y0, x1, y1)`` or None.
     """
@@ -53,6 +69,7 @@ class SlideLayout:
     tissue: MultiPolygon
     tumour_outlines: list[np.ndarray] = field(default_factory=list)
     tumour_holes: list[np.ndarray] = field(default_factory=list)
+    follicles: MultiPolygon = field(default_factory=MultiPolygon)
     pen: list[tuple[Polygon, tuple[int, int, int]]] = field(default_factory=list)
     border: tuple[int, int, int, int] | None = None
 
@@ -65,11 +82,19 @@ class SlideLayout:
 
     def tissue_rings(self) -> list[np.ndarray]:
         """Exterior and interior rings of the tissue, for even-odd filling."""
-        rings = []
-        for poly in self.tissue.geoms:
-            rings.append(np.asarray(poly.exterior.coords))
-            rings.extend(np.asarray(i.coords) for i in poly.interiors)
-        return rings
+        return _rings(self.tissue)
+
+    def follicle_rings(self) -> list[np.ndarray]:
+        """Exterior and interior rings of the follicles, for even-odd filling."""
+        return _rings(self.follicles)
+
+
+def _rings(geom: MultiPolygon) -> list[np.ndarray]:
+    rings = []
+    for poly in geom.geoms:
+        rings.append(np.asarray(poly.exterior.coords))
+        rings.extend(np.asarray(i.coords) for i in poly.interiors)
+    return rings
 
 
 def _blob(
@@ -144,7 +169,7 @@ def _tumour(rng: np.random.Generator, tissue: MultiPolygon, mpp: float) -> Multi
     for i in range(int(rng.integers(1, 4))):
         piece = max(inner.geoms if hasattr(inner, "geoms") else [inner], key=_area)
         piece_radius = math.sqrt(piece.area / math.pi)
-        scale = rng.uniform(0.22, 0.4) if i == 0 else rng.uniform(0.08, 0.22)
+        scale = rng.uniform(*(FIRST_TUMOUR_SCALE if i == 0 else OTHER_TUMOUR_SCALE))
         radius = max(scale * piece_radius, MIN_TUMOUR_RADIUS_UM / mpp)
         room = piece.buffer(-0.5 * radius)
         x, y = _point_in(rng, piece if room.is_empty else room)
@@ -158,6 +183,30 @@ def _tumour(rng: np.random.Generator, tissue: MultiPolygon, mpp: float) -> Multi
                 region = region.difference(_blob(rng, x, y, island_radius, n=48))
         regions.append(region)
     geom = shapely.union_all(regions).simplify(0.5)
+    return _as_multipolygon(shapely.set_precision(geom, 0.01))
+
+
+def _follicles(
+    rng: np.random.Generator, tissue: MultiPolygon, tumour: BaseGeometry, mpp: float
+) -> MultiPolygon:
+    """A few dense normal regions inside the tissue, 30 µm clear of any tumour."""
+    inner = tissue.buffer(-30.0 / mpp)
+    pieces = list(getattr(inner, "geoms", [inner]))
+    areas = np.array([p.area for p in pieces])
+    if inner.is_empty or areas.sum() == 0:
+        return MultiPolygon()
+    keep_out = tumour.buffer(30.0 / mpp) if not tumour.is_empty else Polygon()
+    regions = []
+    for _ in range(int(rng.integers(FOLLICLES[0], FOLLICLES[1] + 1))):
+        piece = pieces[int(rng.choice(len(pieces), p=areas / areas.sum()))]
+        piece_radius = math.sqrt(piece.area / math.pi)
+        radius = max(
+            rng.uniform(*FOLLICLE_SCALE) * piece_radius, MIN_TUMOUR_RADIUS_UM / mpp
+        )
+        room = piece.buffer(-0.5 * radius)
+        x, y = _point_in(rng, piece if room.is_empty else room)
+        regions.append(_blob(rng, x, y, radius, n=64).intersection(inner))
+    geom = shapely.union_all(regions).difference(keep_out).simplify(0.5)
     return _as_multipolygon(shapely.set_precision(geom, 0.01))
 
 
@@ -233,6 +282,9 @@ def make_layout(
         layout.pen = _pen(rng, width, height, tissue, mpp)
     if rng.uniform() < BORDER_PROBABILITY:
         layout.border = _border(rng, width, height)
+    # Their own stream: a slide's follicles do not depend on the draws above.
+    follicle_rng = np.random.default_rng([seed, index, 3])
+    layout.follicles = _follicles(follicle_rng, tissue, layout.tumour, mpp)
     return layout
 
 

@@ -9,14 +9,17 @@ Colour model (RGB, 0-255):
 
 - glass is white (255);
 - tissue is pink stroma with nuclei. Normal tissue: small, round, dark nuclei
-  (semi-major 1.6-2.3 µm, ~13 % of the area). Tumour: large, irregular,
-  crowded nuclei (semi-major 2.8-4.2 µm, aspect up to 1.7, ~35 % of the area),
-  paler with a dark rim (vesicular chromatin). Their colour is solved so that the
-  mean colour per area of tumour equals that of normal tissue;
+  (semi-major 1.6-2.3 µm, ~13 % of the area). Follicles (dense normal tissue):
+  the same small dark nuclei, crowded (~33 % of the area). Tumour: large,
+  irregular, crowded nuclei (semi-major 2.8-4.2 µm, aspect up to 1.7, ~35 % of
+  the area), paler inside with a dark rim (vesicular chromatin). The tumour
+  nucleus colour is solved so that the mean colour per area of tumour equals that
+  of a follicle: both are darker than normal tissue;
 - at levels where a normal nucleus would be under 0.75 px in radius (level 3 and
   coarser at 0.5 µm/px) nuclei are not drawn: every tissue pixel takes the
-  analytic mean colour, identical for tumour and normal tissue. Tumour is thus
-  visible at levels 0-2 (texture) and invisible from level 3 on;
+  analytic mean colour of its kind. From level 3 on a tumour is thus a dark spot
+  exactly like a follicle; only levels 0-2 (nuclear texture) tell them apart.
+  Low power shows where to look, high power what is there;
 - both kinds of tissue share a smooth stain-density variation (±6 %, ~60 µm),
   stroma fibre texture and a small pixel noise (zero mean);
 - pen ink (blue or green, ~85 % opaque) and a near-black border band are flat
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 # Nuclei geometry in micrometres (spacing, presence, semi-major, aspect, jitter).
 NORMAL_NUCLEI_UM = (8.0, 0.75, (1.6, 2.3), (1.0, 1.2), 4.0)
+FOLLICLE_NUCLEI_UM = (5.0, 0.8, (1.6, 2.3), (1.0, 1.2), 2.5)
 TUMOUR_NUCLEI_UM = (8.5, 0.95, (2.8, 4.2), (1.1, 1.7), 4.25)
 # Nuclei are drawn at a level while a normal nucleus's radius is at least this (px).
 MIN_DRAWN_RADIUS_PX = 0.75
@@ -94,6 +98,7 @@ class SlideRenderer:
         mpp = layout.mpp
         self.normal = _field(NORMAL_NUCLEI_UM, mpp)
         self.tumour = _field(TUMOUR_NUCLEI_UM, mpp)
+        self.follicle = _field(FOLLICLE_NUCLEI_UM, mpp)
         radius = self.normal.mean_radius()
         self.detail_levels = max(
             0, int(np.floor(np.log2(radius / MIN_DRAWN_RADIUS_PX))) + 1
@@ -103,6 +108,8 @@ class SlideRenderer:
 
         self._tissue_rings = layout.tissue_rings()
         self._tumour_rings = layout.tumour_outlines + layout.tumour_holes
+        self._follicle_rings = layout.follicle_rings()
+        self._follicles = layout.follicles
         self._tissue = layout.tissue
         self._tumour = layout.tumour
         self._pen = [
@@ -118,20 +125,25 @@ class SlideRenderer:
         if layout.border is not None:
             ink.append(box(*layout.border))
         self._ink = shapely.union_all(ink)
-        for geom in (self._ink, self._tissue, self._tumour):
+        for geom in (self._ink, self._tissue, self._tumour, self._follicles):
             shapely.prepare(geom)
 
     def _colours(self, rng: np.random.Generator) -> None:
         """Per-slide stain colours, and tumour nucleus colours solved so that
-        tumour and normal tissue have the same mean colour per area."""
+        tumour and follicles have the same mean colour per area."""
         self.stroma = np.array(STROMA_RGB) + rng.normal(0.0, 4.0, 3)
         nucleus = np.array(NUCLEUS_RGB) + rng.normal(0.0, 6.0, 3)
         self.normal_in, self.normal_rim = nucleus, nucleus + NORMAL_RIM_DELTA
-        c_n, m_n = coverage(self.normal)
+
+        def mean(field: NucleiField) -> np.ndarray:
+            c, m = coverage(field)
+            return self.stroma * (1 - c) + nucleus * c + NORMAL_RIM_DELTA * m
+
+        self.mean_rgb = mean(self.normal)
+        self.dense_rgb = mean(self.follicle)
         c_t, m_t = coverage(self.tumour)
-        self.mean_rgb = self.stroma * (1 - c_n) + nucleus * c_n + NORMAL_RIM_DELTA * m_n
         tumour_in = (
-            self.mean_rgb - self.stroma * (1 - c_t) - TUMOUR_RIM_DELTA * m_t
+            self.dense_rgb - self.stroma * (1 - c_t) - TUMOUR_RIM_DELTA * m_t
         ) / c_t
         self.tumour_in, self.tumour_rim = tumour_in, tumour_in + TUMOUR_RIM_DELTA
         if tumour_in.max() > 255 or (tumour_in + TUMOUR_RIM_DELTA).min() < 0:
@@ -154,7 +166,11 @@ class SlideRenderer:
                 tumour = np.zeros_like(tissue)
                 if self._tumour.intersects(tile):
                     tumour = rasterise(self._tumour_rings, level, x, y, w, h) & tissue
-                colour = self._tissue_colour(level, xs, ys, tumour)
+                follicle = np.zeros_like(tissue)
+                if self._follicles.intersects(tile):
+                    rings = self._follicle_rings
+                    follicle = rasterise(rings, level, x, y, w, h) & tissue & ~tumour
+                colour = self._tissue_colour(level, xs, ys, tumour, follicle)
                 rgb[tissue] = colour[tissue]
 
         for poly, ink, rings in self._pen:
@@ -173,12 +189,19 @@ class SlideRenderer:
         return np.clip(np.rint(rgb), 0, 255).astype(np.uint8, copy=False)
 
     def _tissue_colour(
-        self, level: int, xs: np.ndarray, ys: np.ndarray, tumour: np.ndarray
+        self,
+        level: int,
+        xs: np.ndarray,
+        ys: np.ndarray,
+        tumour: np.ndarray,
+        follicle: np.ndarray,
     ) -> np.ndarray:
-        """Tissue colour (h, w, 3) float32 of the grid ``xs`` x ``ys`` (level-0 px)."""
+        """Tissue colour (h, w, 3) float32 of the grid ``xs`` x ``ys`` (level-0 px);
+        ``tumour`` and ``follicle`` are (h, w) masks of those kinds of tissue."""
         h, w = len(ys), len(xs)
         if level >= self.detail_levels:
             colour = np.broadcast_to(self.mean_rgb.astype(np.float32), (h, w, 3)).copy()
+            colour[tumour | follicle] = self.dense_rgb
         else:
             k_n, k_t, k_fibre = self._keys[0], self._keys[1], self._keys[2]
             fibre = value_noise(
@@ -193,6 +216,17 @@ class SlideRenderer:
                     self.tumour, k_t, xs, ys, stroma, self.tumour_in, self.tumour_rim
                 )
                 colour = np.where(tumour[..., None], tumour_colour, colour)
+            if follicle.any():
+                dense = self._nuclei(
+                    self.follicle,
+                    self._keys[5],
+                    xs,
+                    ys,
+                    stroma,
+                    self.normal_in,
+                    self.normal_rim,
+                )
+                colour = np.where(follicle[..., None], dense, colour)
 
         density = value_noise(
             self._keys[3], xs, ys, DENSITY_PERIOD_UM / self.layout.mpp
