@@ -10,6 +10,7 @@ import pytest
 from wsi_dram.errors import DataError
 from wsi_dram.evaluation.lesions import (
     lesions_from_heatmap,
+    lesions_from_points,
     read_detections_csv,
     write_detections_csv,
 )
@@ -76,3 +77,25 @@ def test_malformed_csv_names_file_and_line(tmp_path: Path) -> None:
         read_detections_csv(bad)
     with pytest.raises(DataError, match="not found"):
         read_detections_csv(tmp_path / "missing.csv")
+
+
+def test_lesions_from_points_by_hand() -> None:
+    conf = np.array([0.9, 0.6, 0.8, 0.4, 0.7])
+    points = np.array([[0, 0], [30, 40], [200, 0], [0, 0], [10.7, -0.5]])
+    # 0.9 at (0, 0) kept; 0.8 at (200, 0) is 200 px away, kept; 0.7 at
+    # (10.7, -0.5) lies 10.7 px from (0, 0), merged; 0.6 at (30, 40) exactly
+    # 50 px away, merged (within the radius); 0.4 under the threshold.
+    assert lesions_from_points(conf, points, 0.5, radius=50) == [
+        (0.9, 0, 0),
+        (0.8, 200, 0),
+    ]
+    # radius 0 keeps every candidate, floors the coordinates
+    assert lesions_from_points(conf, points, 0.5, radius=0) == [
+        (0.9, 0, 0),
+        (0.8, 200, 0),
+        (0.7, 10, -1),
+        (0.6, 30, 40),
+    ]
+    assert lesions_from_points(np.zeros(0), np.zeros((0, 2)), 0.5, 10) == []
+    with pytest.raises(ValueError, match="one each"):
+        lesions_from_points(conf[:2], points, 0.5)

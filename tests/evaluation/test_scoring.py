@@ -176,3 +176,51 @@ def test_options_from_config(slide_cohort: SlideCohort) -> None:  # noqa: F811
     assert options_from_config(config).whole_slide
     with pytest.raises(ConfigError, match="not a slide task"):
         options_from_config(TrainConfig())
+
+
+class TwoGlimpseStub(StubModel):
+    """Two glimpses at (-0.5, -0.5) then (0.5, 0.25); p(tumour) is 0.2 after the
+    first and the stub's field probability after the second: in fields whose
+    probability ends above 0.2 the second glimpse found the evidence."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(width)
+        self.config = ModelConfig(glimpses=2, glimpse_size=16, scales=2, context_size=8)
+
+    def forward(self, sensor: Any, sample: bool = False, **_: Any) -> DramOutput:
+        out = super().forward(sensor, sample)
+        b = sensor.batch_size
+        loc = torch.tensor([[-0.5, -0.5], [0.5, 0.25]]).expand(b, 2, 2)
+        first = torch.log(torch.tensor([0.8, 0.2])).expand(b, 2)
+        steps = torch.stack([first, out.logits], dim=1)  # (B, 2, 2)
+        return DramOutput(out.logits, out.log_pi, out.baselines, loc, steps)
+
+
+def test_lesions_sit_where_the_evidence_glimpse_looked(
+    slide_cohort: SlideCohort,  # noqa: F811
+) -> None:
+    slide = open_cache(slide_cohort.cache / f"{slide_cohort.ids[1]}.ome.zarr")
+    options = ScoringOptions(field_size=512, stride=512, min_tissue=0.2)
+    scores = score_slide(TwoGlimpseStub(slide.width), slide, options)
+    x0, y0 = scores.fields[:, 0], scores.fields[:, 1]
+    p = 0.1 + 0.8 * (x0 + 256) / slide.width
+    # rise of glimpse 0 is 0.2, of glimpse 1 is p - 0.2: the second wins when
+    # p > 0.4; l = (0.5, 0.25) is (x0 + 384, y0 + 320), (-0.5, -0.5) (x0 + 128,
+    # y0 + 128)
+    second = p - 0.2 > 0.2
+    assert second.any() and (~second).any()
+    np.testing.assert_array_equal(scores.evidence, np.where(second, 1, 0))
+    want = np.where(
+        second[:, None],
+        np.column_stack([x0 + 384, y0 + 320]),
+        np.column_stack([x0 + 128, y0 + 128]),
+    )
+    np.testing.assert_allclose(scores.lesion_points(), want)
+    # Fields are 512 px apart, so a merge distance under 256 px merges none.
+    found = scores.lesions(0.5, merge_um=100 * slide.mpp)
+    keep = p >= 0.5
+    assert keep.any()
+    assert sorted(found) == sorted(
+        (float(np.float32(q)), int(x), int(y))
+        for q, (x, y) in zip(p[keep], want[keep], strict=True)
+    )

@@ -7,7 +7,14 @@ import math
 import torch
 
 from wsi_dram.glimpse.sensor import PyramidSensor
-from wsi_dram.model.dram import DRAM, ModelConfig, hybrid_loss, predict_log_probs
+from wsi_dram.model.dram import (
+    DRAM,
+    DramOutput,
+    ModelConfig,
+    evidence_glimpse,
+    hybrid_loss,
+    predict_log_probs,
+)
 from wsi_dram.model.modules import LocationNetwork
 
 
@@ -188,3 +195,19 @@ def test_detach_core_splits_where_from_what() -> None:
         "lower": False,
         "glimpse": False,
     }
+
+
+def test_step_logits_and_the_evidence_glimpse() -> None:
+    torch.manual_seed(0)
+    sensor, _ = _batch()
+    out = DRAM(_small(), 1, 3)(sensor, generator=torch.Generator().manual_seed(1))
+    assert out.step_logits is not None and out.step_logits.shape == (6, 3, 3)
+    torch.testing.assert_close(out.step_logits[:, -1], out.logits)
+    # p(class 1) after each glimpse: rises 0.3, 0.6, 0.05, -0.75 -> glimpse 1;
+    # 0.9 at once, then falls -> glimpse 0
+    p = torch.tensor([[0.3, 0.9, 0.95, 0.2], [0.9, 0.5, 0.4, 0.3]])
+    steps = torch.log(torch.stack([1 - p, p], dim=2))  # (2, 4, 2)
+    fake = DramOutput(steps[:, -1], out.log_pi, out.baselines, out.locations, steps)
+    assert evidence_glimpse(fake).tolist() == [1, 0]
+    no_steps = DramOutput(steps[:, -1], out.log_pi, out.baselines, out.locations)
+    assert evidence_glimpse(no_steps).tolist() == [-1, -1]

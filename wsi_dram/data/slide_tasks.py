@@ -88,7 +88,9 @@ class SlideTaskOptions:
         score_min_tissue: Smallest tissue share of a field that is scored.
         aggregate: Slide score from field probabilities: "max" or "topk".
         top_k: Fields averaged by "topk".
-        lesion_threshold: Smallest heatmap probability of a lesion candidate.
+        lesion_threshold: Smallest field probability of a lesion candidate.
+        lesion_merge_um: Candidates closer than this (µm) are merged, the
+            stronger kept (overlapping fields that found the same spot).
         eval_batch_size: Fields per batch when scoring slides.
         allow_missing: Skip cohort slides absent from the cache (else an error).
     """
@@ -115,6 +117,7 @@ class SlideTaskOptions:
     aggregate: str = "max"
     top_k: int = 3
     lesion_threshold: float = 0.5
+    lesion_merge_um: float = 100.0
     eval_batch_size: int = 64
     allow_missing: bool = False
 
@@ -144,6 +147,7 @@ def read_options(config: TaskConfig) -> SlideTaskOptions:
         (opts.samples_per_epoch >= 2, "task.options.samples_per_epoch must be >= 2"),
         (opts.aggregate in ("max", "topk"), 'task.options.aggregate: "max"|"topk"'),
         (opts.top_k >= 1, "task.options.top_k must be >= 1"),
+        (opts.lesion_merge_um >= 0, "task.options.lesion_merge_um must be >= 0"),
         (len(opts.split_fractions) == 3, "task.options.split_fractions: 3 shares"),
         (0.0 <= opts.val_fraction < 1.0, "task.options.val_fraction in [0, 1)"),
     ]

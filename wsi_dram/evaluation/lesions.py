@@ -1,4 +1,5 @@
-"""Lesion candidates from a probability heatmap, and the organisers' detection CSV.
+"""Lesion candidates (from a heatmap, or from where the glimpses found tumour), and
+the organisers' detection CSV.
 
 A lesion CSV (one per slide, Camelyon16 submission form) has one detection per
 line, ``confidence,X,Y``, with X, Y integer level-0 pixels and no header.
@@ -80,6 +81,58 @@ def lesions_from_heatmap(
             int(math.floor(y0 + (r + 0.5) * stride)),
         )
         for r, c in kept
+    ]
+
+
+def lesions_from_points(
+    confidence: np.ndarray,
+    points_xy: np.ndarray,
+    threshold: float = 0.5,
+    radius: float = 0.0,
+) -> list[tuple[float, int, int]]:
+    """Lesion candidates from per-field confidences placed at level-0 points.
+
+    A field at or above ``threshold`` is a candidate at its point (where its
+    glimpses found the evidence, see
+    :meth:`~wsi_dram.evaluation.scoring.SlideScores.lesion_points`). By
+    decreasing confidence (ties: input order), a candidate is kept unless a kept
+    one lies within ``radius`` level-0 px (Euclidean): overlapping fields that
+    saw the same spot give one detection.
+
+    Args:
+        confidence: (N,) probabilities.
+        points_xy: (N, 2) level-0 ``(x, y)``.
+        threshold: Minimum confidence of a candidate.
+        radius: Merge distance in level-0 px (>= 0; 0 keeps every candidate).
+
+    Returns:
+        ``(confidence, x, y)`` with x, y floored to integer level-0 px, by
+        decreasing confidence.
+    """
+    confidence = np.asarray(confidence, dtype=np.float64)
+    points = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    if confidence.shape != (len(points),):
+        raise ValueError(
+            f"{confidence.shape} confidences for {len(points)} points; need one each"
+        )
+    if radius < 0:
+        raise ValueError(f"radius must be >= 0, got {radius}")
+    index = np.flatnonzero(confidence >= threshold)
+    order = index[np.argsort(-confidence[index], kind="stable")]
+    kept: list[int] = []
+    for i in order:
+        if kept and radius > 0:
+            d = np.hypot(*(points[kept] - points[i]).T)
+            if float(d.min()) <= radius:
+                continue
+        kept.append(int(i))
+    return [
+        (
+            float(confidence[i]),
+            int(math.floor(points[i, 0])),
+            int(math.floor(points[i, 1])),
+        )
+        for i in kept
     ]
 
 

@@ -32,7 +32,7 @@ from wsi_dram.cache.store import CachedSlide
 from wsi_dram.data.tasks import epoch_seed
 from wsi_dram.errors import ConfigError
 from wsi_dram.glimpse.slide import SlideSensor, field_to_level0
-from wsi_dram.model.dram import DRAM, Policy, predict_log_probs
+from wsi_dram.model.dram import DRAM, Policy, evidence_glimpse
 
 if TYPE_CHECKING:
     from wsi_dram.export.heatmap import Heatmap
@@ -55,6 +55,7 @@ class ScoringOptions:
         base_level: Finest cache level a glimpse reads.
         batch_size: Fields per model batch.
         whole_slide: One field per slide: the square around the tissue.
+        lesion_merge_um: Lesion candidates closer than this (µm) are merged.
     """
 
     field_size: int = 2048
@@ -65,6 +66,7 @@ class ScoringOptions:
     base_level: int = 0
     batch_size: int = 64
     whole_slide: bool = False
+    lesion_merge_um: float = 100.0
 
 
 @dataclass
@@ -84,6 +86,9 @@ class SlideScores:
         fields: (N, 3) int64 ``(x0, y0, side)`` level-0 of the scored fields.
         field_probabilities: (N,) float32, the probability of each scored field.
         glimpses: (N, T, 2) float64 level-0 ``(x, y)`` centres of the glimpses.
+        evidence: (N,) int64, per field the glimpse after which the tumour
+            probability rose the most (-1: the model gave no per-glimpse
+            output); see :func:`~wsi_dram.model.dram.evidence_glimpse`.
         glimpse_side: Level-0 side of a base-level (finest) window.
         pixels_read: Distinct level-0 tissue px under the base-level windows.
         tissue_pixels: Level-0 px of tissue (the cache's tissue label).
@@ -104,6 +109,7 @@ class SlideScores:
     fields: np.ndarray
     field_probabilities: np.ndarray
     glimpses: np.ndarray
+    evidence: np.ndarray
     glimpse_side: int
     pixels_read: int
     tissue_pixels: int
@@ -116,6 +122,30 @@ class SlideScores:
     def pixels_read_fraction(self) -> float:
         """Level-0 tissue pixels read / tissue pixels (0 without tissue)."""
         return self.pixels_read / self.tissue_pixels if self.tissue_pixels else 0.0
+
+    def lesion_points(self) -> np.ndarray:
+        """(N, 2) float64 level-0 ``(x, y)`` where each field found its evidence:
+        the centre of its evidence glimpse, or the field's centre without one."""
+        points = self.fields[:, :2] + self.fields[:, 2:3] / 2.0
+        rows = np.flatnonzero(self.evidence >= 0)
+        points[rows] = self.glimpses[rows, self.evidence[rows]]
+        return points
+
+    def lesions(
+        self, threshold: float, merge_um: float
+    ) -> list[tuple[float, int, int]]:
+        """Lesion candidates ``(confidence, x, y)`` level-0 px: every field at or
+        above ``threshold`` at its :meth:`lesion_points` point, candidates within
+        ``merge_um`` µm merged (see
+        :func:`~wsi_dram.evaluation.lesions.lesions_from_points`)."""
+        from wsi_dram.evaluation.lesions import lesions_from_points
+
+        return lesions_from_points(
+            self.field_probabilities,
+            self.lesion_points(),
+            threshold,
+            merge_um / self.mpp,
+        )
 
     @property
     def cell_origin(self) -> tuple[float, float]:
@@ -307,6 +337,7 @@ def score_slide(
     )
     probs = np.zeros(len(scored), np.float32)
     glimpses = np.zeros((len(scored), cfg.glimpses, 2), np.float64)
+    evidence = np.full(len(scored), -1, np.int64)
     windows: list[np.ndarray] = []
     for start in range(0, len(scored), options.batch_size):
         part = scored[start : start + options.batch_size]
@@ -314,8 +345,13 @@ def score_slide(
             slide, part, cfg.glimpse_size, cfg.scales, options.base_level,
             cfg.context_size,
         )  # fmt: skip
-        log_probs, locations = predict_log_probs(model, sensor, 1, policy, gen)
-        probs[start : start + len(part)] = log_probs[:, 1].exp().cpu().numpy()
+        with torch.no_grad():  # the policy's mean path (M = 1)
+            out = model(sensor, sample=False, policy=policy, generator=gen)
+        locations = out.locations
+        probs[start : start + len(part)] = (
+            torch.softmax(out.logits, dim=1)[:, 1].cpu().numpy()
+        )
+        evidence[start : start + len(part)] = evidence_glimpse(out).cpu().numpy()
         for t in range(locations.shape[1]):
             glimpses[start : start + len(part), t] = field_to_level0(
                 locations[:, t].cpu().numpy(), part
@@ -340,6 +376,7 @@ def score_slide(
         fields=scored,
         field_probabilities=probs,
         glimpses=glimpses,
+        evidence=evidence,
         glimpse_side=int(cfg.glimpse_size * 2**options.base_level),
         pixels_read=tissue_pixels_read(slide, all_windows),
         tissue_pixels=int(round(float(mask.sum()) * d * d)),
@@ -361,6 +398,7 @@ def options_from_task(opts: Any, whole_slide: bool = False) -> ScoringOptions:
         base_level=opts.base_level,
         batch_size=opts.eval_batch_size,
         whole_slide=whole_slide,
+        lesion_merge_um=opts.lesion_merge_um,
     )
 
 

@@ -10,8 +10,9 @@
   a tumour slide has lesion geometry), ``pixels_read_fraction`` (level-0 tissue
   pixels read / tissue pixels, over all slides), ``n_slides`` and more;
 * ``predictions.csv``: ``slide_id,label,score``;
-* ``lesions/<slide_id>.csv``: ``confidence,X,Y`` (level 0, no header), the local
-  maxima of the field heatmap at or above ``lesion_threshold``;
+* ``lesions/<slide_id>.csv``: ``confidence,X,Y`` (level 0, no header): each
+  field at or above ``lesion_threshold`` placed where its glimpses found the
+  evidence, candidates within ``lesion_merge_um`` merged;
 * ``roc.png`` and ``froc.png``.
 """
 
@@ -31,7 +32,7 @@ import torch
 
 from wsi_dram.errors import DataError
 from wsi_dram.evaluation.froc import EvaluationMask, evaluation_mask_from_geometry
-from wsi_dram.evaluation.lesions import lesions_from_heatmap, write_detections_csv
+from wsi_dram.evaluation.lesions import write_detections_csv
 from wsi_dram.evaluation.plots import plot_froc, plot_roc
 from wsi_dram.evaluation.scoring import SlideScores, options_from_task, score_slide
 from wsi_dram.evaluation.slide_metrics import froc_report, roc_auc, slide_report
@@ -230,12 +231,7 @@ def evaluate_slides(
     detections = {}
     for s in scored:
         sc = s.scores
-        found = lesions_from_heatmap(
-            sc.probabilities,
-            sc.cell_origin,
-            sc.stride,
-            threshold=opts.lesion_threshold,
-        )
+        found = sc.lesions(opts.lesion_threshold, opts.lesion_merge_um)
         detections[s.slide_id] = found
         (out_dir / "lesions").mkdir(exist_ok=True)
         write_detections_csv(out_dir / "lesions" / f"{s.slide_id}.csv", found)

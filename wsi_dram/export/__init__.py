@@ -61,6 +61,7 @@ def export_all(
     threshold: float = 0.5,
     cache_store: str | Path | None = None,
     label_downsample: float | None = None,
+    lesions: Sequence[tuple[float, int, int]] | None = None,
 ) -> dict[str, Path]:
     """Write the chosen outputs of one slide into ``out_dir``.
 
@@ -82,6 +83,9 @@ def export_all(
             also stored there as the NGFF label ``labels/heatmap``.
         label_downsample: Level-0 px per label pixel (default: the power of
             two at or below ``stride / 4``, at least 1).
+        lesions: The ``lesions`` candidates ``(confidence, x, y)`` level-0 px
+            (e.g. where the glimpses found tumour); default: the heatmap's
+            local maxima at cell centres.
 
     Returns:
         Output kind -> path: ``png``, ``glimpses_png``, ``glimpses_gif``,
@@ -135,8 +139,8 @@ def export_all(
     if "tiff" in formats:
         written["tiff"] = write_heatmap_tiff(heatmap, out / f"{stem}.heatmap.tif")
     if "lesions" in formats:
-        lesions = heatmap_lesions(heatmap, threshold)
-        written["lesions"] = write_lesions_csv(out / f"{stem}.lesions.csv", lesions)
+        found = heatmap_lesions(heatmap, threshold) if lesions is None else lesions
+        written["lesions"] = write_lesions_csv(out / f"{stem}.lesions.csv", found)
     if cache_store is not None:
         downsample = label_downsample or float(
             2 ** max(0, math.floor(math.log2(heatmap.stride / 4)))

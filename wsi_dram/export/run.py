@@ -435,6 +435,7 @@ def run_heatmap(
         formats=formats,
         threshold=threshold,
         cache_store=store if store_label else None,
+        lesions=scores.lesions(threshold, scorer.options.lesion_merge_um),
     )
     if progress is not None:
         progress("export", 1, 1)

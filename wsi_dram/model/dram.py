@@ -107,12 +107,15 @@ class DramOutput:
         log_pi: (B, E) log-density of each emitted (sampled) location.
         baselines: (B, E) b_t predicted at each emitting state.
         locations: (B, T, 2) the locations read, ``(x, y)`` in ``[-1, 1]``.
+        step_logits: (B, T, classes) the classifier on the lower layer after
+            each glimpse (the last equals ``logits``); None from stand-ins.
     """
 
     logits: Tensor
     log_pi: Tensor
     baselines: Tensor
     locations: Tensor
+    step_logits: Tensor | None = None
 
 
 class DRAM(nn.Module):
@@ -199,6 +202,7 @@ class DRAM(nn.Module):
         log_pis: list[Tensor] = []
         baselines: list[Tensor] = []
         locations: list[Tensor] = []
+        step_logits: list[Tensor] = []
 
         emission_only = cfg.detach_core and (
             cfg.layers == 1 or cfg.reinforce_emission_only
@@ -236,14 +240,15 @@ class DRAM(nn.Module):
             x = sensor.read(l.detach()).to(device)  # (B, K, C, g, g)
             g = self.glimpse_net(x, l.detach())  # (B, hidden)
             state = self.core(g, state)
+            step_logits.append(self.classifier(state[0][0]))  # (B, classes)
 
-        logits = self.classifier(state[0][0])  # (B, classes)
         empty = torch.zeros(b, 0, device=device)
         return DramOutput(
-            logits=logits,
+            logits=step_logits[-1],
             log_pi=torch.stack(log_pis, dim=1) if log_pis else empty,
             baselines=torch.stack(baselines, dim=1) if baselines else empty,
             locations=torch.stack(locations, dim=1),
+            step_logits=torch.stack(step_logits, dim=1),
         )
 
     @staticmethod
@@ -288,6 +293,21 @@ def hybrid_loss(
         "accuracy": correct.mean(),
     }
     return total, terms
+
+
+def evidence_glimpse(out: DramOutput, target: int = 1) -> Tensor:
+    """(B,) index of the glimpse after which p(target) rose the most.
+
+    The rise of glimpse t is ``p_t - p_{t-1}`` with ``p_{-1} = 0``, p_t the
+    class probability from the lower layer after glimpse t: where in the field
+    the model found its evidence (a lesion's location). -1 for every row when
+    the output has no per-glimpse logits.
+    """
+    if out.step_logits is None:
+        return torch.full((out.logits.shape[0],), -1, dtype=torch.int64)
+    p = torch.softmax(out.step_logits, dim=2)[:, :, target]  # (B, T)
+    rise = p - F.pad(p, (1, 0))[:, :-1]  # (B, T)
+    return rise.argmax(dim=1)
 
 
 @torch.no_grad()
