@@ -54,7 +54,9 @@ def evaluate_model(
     model.eval()
     device = torch.device(device)
     classes = task.num_classes
+    # One generator per figure, so that the M = 1 figures do not depend on M.
     gen = torch.Generator().manual_seed(epoch_seed(seed, 0, 0, stream=7))
+    gen_m = torch.Generator().manual_seed(epoch_seed(seed, 0, 0, stream=8))
     correct = {1: torch.zeros(classes), samples: torch.zeros(classes)}
     counts = torch.zeros(classes)
     pixels = 0
@@ -65,7 +67,7 @@ def evaluate_model(
         pixels += sensor.pixels_read
         hits = {1: log_probs.argmax(1) == labels}
         if samples > 1:
-            log_probs, _ = predict_log_probs(model, sensor, samples, policy, gen)
+            log_probs, _ = predict_log_probs(model, sensor, samples, policy, gen_m)
             hits[samples] = log_probs.argmax(1) == labels
         labels_cpu = labels.cpu()
         counts += torch.bincount(labels_cpu, minlength=classes).float()
