@@ -2,9 +2,10 @@
 
 Measured in one script, on the same machine:
 
-1. Held-out slide AUC and the fraction of level-0 tissue pixels read, for the
-   checkpoint trained with ``pipelines/synthetic.toml`` (learned policy), and the
-   same checkpoint with the random policy (the ablation of the glimpse policy).
+1. Held-out slide AUC, FROC and the fraction of level-0 tissue pixels read, for
+   the checkpoint trained with ``pipelines/synthetic.toml`` (learned policy), and
+   the same checkpoint with random glimpses (5 seeds) and with every glimpse at
+   the field's centre: the ablations of the glimpse policy.
 2. The share of a training step spent reading glimpses (``SlideSensor.read``
    and ``context``, timed inside real training steps).
 3. Peak RSS (``ru_maxrss``) of a child process that trains a few steps and
@@ -12,8 +13,9 @@ Measured in one script, on the same machine:
    the glimpses touch are decoded, through the bounded LRU).
 
 Environment knobs (defaults in brackets): ``WSI_DRAM_BENCH_SLIDES`` cohort size
-[32], ``WSI_DRAM_BENCH_EPOCHS`` [8], ``WSI_DRAM_BENCH_BIG`` side of the big slide
-in px [100000, 0 skips it].
+[48], ``WSI_DRAM_BENCH_EPOCHS`` [0: the pipeline's], ``WSI_DRAM_BENCH_BIG`` side
+of the big slide in px [100000, 0 skips it]. A cohort, cache or run already in
+the output folder (``demo/cohort``, ``demo/cache``, ``run``) is reused.
 """
 
 from __future__ import annotations
@@ -51,13 +53,13 @@ def _cohort(work: Path, slides: int, size: int, seed: int = 0) -> tuple[Path, Pa
 
 
 def _overrides(cohort: Path, cache: Path, epochs: int) -> list[str]:
-    return [
+    sets = [
         f'task.options.cache_dir="{cache}"',
         f'task.options.labels="{cohort / "labels.csv"}"',
-        f"train.epochs={epochs}",
         "train.tensorboard=false",
         "train.final_test=false",
     ]
+    return sets + ([f"train.epochs={epochs}"] if epochs else [])
 
 
 def _read_share(config: Any, steps: int = 6) -> tuple[float, float]:
@@ -140,8 +142,8 @@ def run(out_dir: Path) -> str:
     from wsi_dram.training.checkpoints import load_model
 
     out_dir = Path(out_dir)
-    slides = int(os.environ.get("WSI_DRAM_BENCH_SLIDES", "32"))
-    epochs = int(os.environ.get("WSI_DRAM_BENCH_EPOCHS", "8"))
+    slides = int(os.environ.get("WSI_DRAM_BENCH_SLIDES", "48"))
+    epochs = int(os.environ.get("WSI_DRAM_BENCH_EPOCHS", "0"))
     big = int(os.environ.get("WSI_DRAM_BENCH_BIG", "100000"))
     torch.set_num_threads(2)
 
@@ -154,30 +156,51 @@ def run(out_dir: Path) -> str:
     train_s = time.perf_counter() - started
     model, cfg, _ = load_model(run_dir / "checkpoints" / "best.pt")
     task = build_task(cfg.task, cfg.sensor_spec())
+    runs: list[tuple[str, str, int]] = [
+        ("learned", "learned", 0),
+        ("center", "center", 0),
+    ]
+    runs += [(f"random (seed {seed})", "random", seed) for seed in range(5)]
     reports = {
-        policy: evaluate_slides(
-            model, task, "test", out_dir / f"eval_{policy}" / "report.json", policy
+        name: evaluate_slides(
+            model,
+            task,
+            "test",
+            out_dir / f"eval_{policy}_{seed}" / "report.json",
+            policy,  # type: ignore[arg-type]
+            seed=seed,
         )
-        for policy in ("learned", "random")
+        for name, policy, seed in runs
     }
     share, step_s = _read_share(config)
 
+    n_test = reports["learned"]["n_slides"]
     lines = [
-        f"Synthetic cohort: {slides} slides of 8192 x 8192 px at 0.5 µm/px "
-        f"(`pipelines/synthetic.toml`, {epochs} epochs, {train_s:.0f} s of training "
-        "on this machine). Test slides are held out by slide.",
+        f"Synthetic cohort: {slides} slides of 8192 x 8192 px at 0.5 µm/px, "
+        f"{n_test} held out for test by slide (`pipelines/synthetic.toml`, "
+        f"{cfg.train.epochs} epochs, {train_s:.0f} s of training in this run, 0 "
+        "when an existing run was reused). The same checkpoint with each policy:",
         "",
-        "| policy | test AUC (95% CI) | accuracy | pixels read (of tissue) |",
-        "|---|---|---|---|",
+        "| policy | test AUC (95% CI) | accuracy | FROC | pixels read (of tissue) |",
+        "|---|---|---|---|---|",
     ]
-    for policy, r in reports.items():
+    for name, r in reports.items():
         ci = r.get("auc_ci") or [float("nan")] * 2
         auc = r.get("auc")
         auc_text = "-" if auc is None else f"{auc:.3f} ({ci[0]:.3f}-{ci[1]:.3f})"
+        froc = "-" if r.get("froc") is None else f"{r['froc']:.3f}"
         lines.append(
-            f"| {policy} | {auc_text} | {r['accuracy']:.3f} | "
+            f"| {name} | {auc_text} | {r['accuracy']:.3f} | {froc} | "
             f"{100 * r['pixels_read_fraction']:.3f} % |"
         )
+    random_aucs = [r["auc"] for n, r in reports.items() if n.startswith("random")]
+    if all(a is not None for a in random_aucs) and reports["learned"]["auc"]:
+        lines += [
+            "",
+            f"Random glimpses, 5 seeds: AUC {min(random_aucs):.3f}-"
+            f"{max(random_aucs):.3f} (mean {sum(random_aucs) / 5:.3f}) against "
+            f"{reports['learned']['auc']:.3f} for the learned policy.",
+        ]
     lines += [
         "",
         f"Glimpse reads take {100 * share:.1f} % of a training step "
