@@ -202,6 +202,9 @@ def test_tumour_looks_like_a_follicle_except_at_high_magnification(
 def test_bad_sizes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="too small"):
         make_cohort(tmp_path, slides=1, size=(512, 4096), seed=0)
+    with pytest.raises(DataError, match="too large; each side must be <= 250000"):
+        make_cohort(tmp_path / "big", slides=1, size=(4096, 250_001), seed=0)
+    assert not (tmp_path / "big").exists()  # refused before any file
     with pytest.raises(DataError, match="at least one"):
         make_cohort(tmp_path, slides=0, size=SIZE, seed=0)
 

@@ -22,7 +22,9 @@ def synth(
     out: Path = typer.Option(..., "--out", help="Output folder (created)."),
     slides: int = typer.Option(8, "--slides", min=1, help="Number of slides."),
     size: tuple[int, int] = typer.Option(
-        (16384, 12288), "--size", help="Level-0 WIDTH HEIGHT in px (each >= 1024)."
+        (16384, 12288),
+        "--size",
+        help="Level-0 WIDTH HEIGHT in px (each 1024 to 250000).",
     ),
     seed: int = typer.Option(0, "--seed", help="Cohort seed (same seed, same files)."),
     mpp: float = typer.Option(0.5, "--mpp", help="Pixel size in µm/px."),

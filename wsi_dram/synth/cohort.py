@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # Smallest slide side (px) that leaves room for tissue, tumour and margins.
 MIN_SIDE = 1024
+# Largest slide side (px): real whole-slide images stay under about 200k px a side;
+# a typo such as 1000000 would otherwise start a terabyte-scale write.
+MAX_SIDE = 250_000
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,8 @@ def make_cohort(
     Args:
         out: Output folder (created if missing).
         slides: Number of slides.
-        size: Level-0 ``(width, height)`` of every slide (px), each >= 1024.
+        size: Level-0 ``(width, height)`` of every slide (px), each in
+            ``[MIN_SIDE, MAX_SIDE]`` (1024 to 250,000).
         seed: Cohort seed; the same seed gives the same files.
         tumour_fraction: Fraction of slides with tumour (rounded to a count).
         mpp: Pixel size (µm/px); nuclei keep their size in micrometres.
@@ -191,6 +195,11 @@ def make_cohort(
         raise DataError(f"need at least one slide, got {slides}", out)
     if min(size) < MIN_SIDE:
         raise DataError(f"slide size {size} too small; each side must be >= {MIN_SIDE}")
+    if max(size) > MAX_SIDE:
+        raise DataError(
+            f"slide size {size} too large; each side must be <= {MAX_SIDE} px "
+            "(the largest real slides are about 200,000 px a side)"
+        )
     if not 0.0 <= tumour_fraction <= 1.0:
         raise DataError(f"tumour fraction must be in [0, 1], got {tumour_fraction}")
     if not 0.05 <= mpp <= 10.0:
