@@ -128,4 +128,11 @@ def test_an_empty_val_split_fails_before_the_first_epoch(
     config = region_config(slide_cohort, split_fractions=[1.0, 0.0, 0.0])
     with pytest.raises(DataError, match="val split is empty"):
         train(config, tmp_path / "run")
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    # the run folder this call created is gone again ...
+    assert not (tmp_path / "run").exists()
+    # ... but a folder the user made stays (with the failed start's log)
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DataError, match="val split is empty"):
+        train(config, tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()
+    assert not (tmp_path / "mine" / "metrics.jsonl").exists()

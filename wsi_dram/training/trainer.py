@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -113,6 +114,10 @@ def train(
         ``model`` (the trained model after the last epoch, unwrapped from DDP)
         and ``test`` (the final test report) when ``train.final_test``.
 
+    A run folder this call created is removed again when the run fails before
+    its first checkpoint (bad data, an empty split), so a failed start leaves
+    nothing behind.
+
     Raises:
         CheckpointError: ``resume`` without a checkpoint, or the checkpoint comes
             from another model/task configuration.
@@ -131,13 +136,28 @@ def train(
     if resume and not last.is_file():
         # Before the log is opened, so a mistyped --out leaves no folder behind.
         raise CheckpointError("nothing to resume: no checkpoint here", last)
+    created = not out.exists()
     handler = _start_logging(out, rank)
+    finished = False
     try:
-        return _train(config, out, resume, cb, device, rank, world)
+        summary = _train(config, out, resume, cb, device, rank, world)
+        finished = True
+        return summary
     finally:
         if handler is not None:
             logging.getLogger("wsi_dram").removeHandler(handler)
             handler.close()
+        if not finished and created and rank == 0:
+            _remove_failed_start(out)
+
+
+def _remove_failed_start(out: Path) -> None:
+    """Remove a run folder this call created when the run failed before its
+    first checkpoint: it holds only the log (and config) of a start that did
+    not happen, and the error has gone to the caller."""
+    if (out / "checkpoints").exists():
+        return
+    shutil.rmtree(out, ignore_errors=True)
 
 
 def _start_logging(out: Path, rank: int) -> logging.Handler | None:
