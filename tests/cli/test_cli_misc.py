@@ -113,3 +113,45 @@ def test_version_from_package_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(importlib.metadata, "version", missing)
     monkeypatch.setattr(wsi_dram, "__version__", "9.8.7")
     assert package_version() == "9.8.7"
+
+
+def test_evaluate_writes_strict_json_for_an_absent_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A class absent from the split has a NaN accuracy: written as null."""
+    import wsi_dram.data.tasks as tasks
+    import wsi_dram.evaluation.classification as classification
+    import wsi_dram.training.checkpoints as checkpoints
+    import wsi_dram.training.trainer as trainer
+
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"")
+    train_cfg = SimpleNamespace(device="cpu", seed=0, eval_batch_size=8)
+    cfg = SimpleNamespace(train=train_cfg, task=SimpleNamespace(), sensor_spec=dict)
+    model = SimpleNamespace(to=lambda device: None)
+    monkeypatch.setattr(checkpoints, "load_model", lambda path: (model, cfg, None))
+    monkeypatch.setattr(trainer, "pick_device", lambda device: "cpu")
+    task = SimpleNamespace(size=lambda split: 1, slide_level=False)
+    monkeypatch.setattr(tasks, "build_task", lambda task_cfg, spec: task)
+    report: dict[str, Any] = {
+        "n": 1,
+        "per_class_accuracy": {"0": 1.0, "1": float("nan")},
+        "per_class_accuracy_m1": {"0": 1.0, "1": float("nan")},
+        "accuracy": 1.0,
+        "accuracy_m1": 1.0,
+        "error": 0.0,
+        "error_m1": 0.0,
+    }
+    monkeypatch.setattr(classification, "evaluate_model", lambda *a: dict(report))
+    out = tmp_path / "report.json"
+    result = CliRunner().invoke(
+        app, ["evaluate", "--checkpoint", str(ckpt), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    written = json.loads(out.read_text(), parse_constant=refuse)
+    assert written["per_class_accuracy"] == {"0": 1.0, "1": None}
+    assert written["per_class_accuracy_m1"] == {"0": 1.0, "1": None}

@@ -136,3 +136,40 @@ def test_an_empty_val_split_fails_before_the_first_epoch(
         train(config, tmp_path / "mine")
     assert (tmp_path / "mine").is_dir()
     assert not (tmp_path / "mine" / "metrics.jsonl").exists()
+
+
+def test_an_empty_test_split_skips_the_final_test(
+    slide_cohort: SlideCohort,  # noqa: F811
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 4 slides, shares [0.5, 0.5, 0]: 2 train, 2 val, 0 test slides.
+    config = region_config(slide_cohort)
+    config.train.epochs, config.train.final_test = 1, True
+    with caplog.at_level("WARNING", logger="wsi_dram"):
+        summary = train(config, tmp_path / "run")
+    assert "test" not in summary
+    assert not (tmp_path / "run" / "test_report.json").exists()
+    assert any(
+        "final test skipped: the test split is empty" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_evaluate_an_empty_split_is_one_error_naming_it(trained: Path) -> None:
+    out = trained / "eval_empty" / "report.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(trained / "checkpoints" / "best.pt"),
+            "--split",
+            "test",
+            "--out",
+            str(out),
+        ],  # fmt: skip
+    )
+    assert isinstance(result.exception, DataError)
+    assert "the test split is empty" in str(result.exception)
+    assert not out.exists()

@@ -53,6 +53,7 @@ import zarr
 from numcodecs.abc import Codec
 
 from wsi_dram.errors import CacheError, ConfigError
+from wsi_dram.jsontext import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -519,7 +520,7 @@ def write_checksums(level_dir: str | Path) -> int:
         for p in sorted(level_dir.rglob("*"))
         if p.is_file() and not p.name.startswith(".")
     }
-    (level_dir / CHECKSUMS_NAME).write_text(json.dumps(table))
+    (level_dir / CHECKSUMS_NAME).write_text(strict_json(table))
     return len(table)
 
 

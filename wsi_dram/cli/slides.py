@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,14 @@ from rich.table import Table
 
 from wsi_dram.cli.console import make_console
 from wsi_dram.errors import ConfigError
+from wsi_dram.jsontext import strict_json
 from wsi_dram.slides.annotations import DEFAULT_GROUP_MAP, AnnotationSet
 
 
 def json_text(data: Any) -> str:
     """``data`` as strict JSON: non-finite floats (NaN, ±Infinity), which JSON
     cannot express, become ``null``."""
-    return json.dumps(_finite(data), indent=2, allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return strict_json(data, indent=2)
 
 
 def info_command(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from wsi_dram.cli.console import make_console
-from wsi_dram.errors import ConfigError, make_dir
+from wsi_dram.errors import ConfigError, DataError, make_dir
+from wsi_dram.jsontext import strict_json
 
 console = make_console(stderr=True)
 
@@ -136,6 +136,11 @@ def evaluate_command(
     if data_dir is not None:
         cfg.task.data_dir = data_dir
     task = build_task(cfg.task, cfg.sensor_spec())
+    if task.size(split) == 0:
+        raise DataError(
+            f"the {split} split is empty: nothing to evaluate (see the task's "
+            "split_fractions or cohort manifest)"
+        )
     if getattr(task, "slide_level", False):
         _evaluate_slides(model, task, split, policy, out, cfg.train.seed, device)
         return
@@ -171,7 +176,7 @@ def evaluate_command(
     if samples > 1:
         error += f"  {report['error']:.4f} (M={samples})"
     make_console().print(error)
-    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    out.write_text(strict_json(report, indent=1) + "\n", encoding="utf-8")
     make_console().print(f"wrote {out}", soft_wrap=True)
 
 

@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from wsi_dram.evaluation.lesions import write_detections_csv
 from wsi_dram.evaluation.plots import plot_froc, plot_roc
 from wsi_dram.evaluation.scoring import SlideScores, options_from_task, score_slide
 from wsi_dram.evaluation.slide_metrics import froc_report, roc_auc, slide_report
+from wsi_dram.jsontext import strict_json
 from wsi_dram.model.dram import DRAM, Policy
 
 log = logging.getLogger(__name__)
@@ -271,15 +271,9 @@ def evaluate_slides(
     )
     report_path = Path(report_path)
     tmp = report_path.with_name(report_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_plain) + "\n", "utf-8")
+    tmp.write_text(strict_json(report, indent=1) + "\n", "utf-8")
     tmp.replace(report_path)
     return report
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON: {type(value)}")
 
 
 def _write_predictions(path: Path, scored: list[ScoredSlide]) -> None:

@@ -30,7 +30,6 @@ classified ``Tumor``, with the measurements ``"Max tumor probability"`` and
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -42,6 +41,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon, mapping
 
 from wsi_dram.export.heatmap import Heatmap, heatmap_polygons
+from wsi_dram.jsontext import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,13 @@ def write_qupath_geojson(
             for row, col in zip(rows.tolist(), cols.tolist(), strict=True):
                 prob = float(heatmap.probabilities[row, col])
                 feature = detection_feature(heatmap.cell_box(row, col), prob)
-                out.write(("" if first else ",\n") + json.dumps(feature))
+                out.write(("" if first else ",\n") + strict_json(feature))
                 first = False
             for index, polygon in enumerate(polygons.geoms, start=1):
                 stats = _polygon_stats(heatmap, polygon)
                 name = f"{TUMOR_CLASS} region {index} (p >= {threshold:g})"
                 feature = annotation_feature(polygon, name, stats, colour)
-                out.write(("" if first else ",\n") + json.dumps(feature))
+                out.write(("" if first else ",\n") + strict_json(feature))
                 first = False
             out.write("\n]}\n")
         os.replace(tmp, path)

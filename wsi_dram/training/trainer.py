@@ -23,7 +23,6 @@ shard of every batch and gradients are averaged (gloo on CPU, nccl on CUDA); ran
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -41,6 +40,7 @@ from wsi_dram.config import config_to_dict, dump_toml
 from wsi_dram.data.tasks import Task, build_task, epoch_seed
 from wsi_dram.errors import CheckpointError, ConfigError, DataError, WsiDramError
 from wsi_dram.evaluation.classification import evaluate_model
+from wsi_dram.jsontext import strict_json
 from wsi_dram.model.dram import DRAM, hybrid_loss
 from wsi_dram.training.checkpoints import (
     check_compatible,
@@ -276,7 +276,7 @@ def _train(
             # last.pt goes last: it marks the epoch done. A kill before it leaves
             # extra lines and best.pt that a resume rewrites identically.
             with open(metrics_path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(line) + "\n")
+                handle.write(strict_json(line) + "\n")
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", *args, *extra)
             save_checkpoint(ckpt_dir / "last.pt", *args, *extra)
@@ -303,7 +303,12 @@ def _train(
         "best_epoch": best_epoch,
         "model": model,
     }
-    if rank == 0 and tc.final_test:
+    if rank == 0 and tc.final_test and task.size("test") == 0:
+        log.warning(
+            "final test skipped: the test split is empty (give it slides with "
+            "split_fractions or the cohort manifest's test rows)"
+        )
+    elif rank == 0 and tc.final_test:
         best, _, _ = load_model(ckpt_dir / "best.pt", device)
         test = evaluate_model(
             best,
@@ -315,7 +320,7 @@ def _train(
             tc.eval_batch_size,
             device,
         )
-        (out / "test_report.json").write_text(json.dumps(test, indent=1) + "\n")
+        (out / "test_report.json").write_text(strict_json(test, indent=1) + "\n")
         summary["test"] = test
         log.info(
             "test (best.pt, epoch %d): error %.4f (M=1), %.4f (M=%d)",
