@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wsi_dram.benchmarks.bigslide import make_cohort_dir, split_ids
+from wsi_dram.benchmarks.bigslide import THIRDS, make_cohort_dir, split_ids
 from wsi_dram.data.slide_tasks import SlideTaskOptions, cohort_splits
 
 
@@ -27,7 +27,7 @@ def test_each_split_gets_its_own_linked_slide(tmp_path: Path) -> None:
     opts = SlideTaskOptions(
         cache_dir=tmp_path / "cohort" / "cache",
         labels=labels,
-        split_fractions=[1.0, 1.0, 1.0],
+        split_fractions=THIRDS,
         split_seed=0,
     )
     splits = cohort_splits(opts)

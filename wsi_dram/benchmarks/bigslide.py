@@ -11,7 +11,7 @@ Each size gets a three-slide region-task cohort whose train and test slides are
 that slide and whose val slide is the small one (so the two runs differ only in
 the slide trained and evaluated on). The cohort folder holds symbolic links to
 the cached store and tile grid under one slide id per split, and a
-``labels.csv`` laid out so that ``split_fractions = [1, 1, 1]`` puts each id in
+``labels.csv`` laid out so that ``split_fractions = THIRDS`` puts each id in
 its split (the layout is checked through the task's own splitter). Then, each
 as its own process with one torch thread:
 
@@ -45,6 +45,7 @@ SIDE = 100_000
 SMALL = 8_192
 FIELDS = 256
 LRU_SMALL = 64  # MiB: the chunk LRU's cap in the second scoring of the big slide
+THIRDS = [1 / 3, 1 / 3, 1 / 3]  # split shares: one slide of each split
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipelines" / "synthetic.toml"
@@ -101,7 +102,7 @@ def run_command(argv: list[str], log: Path) -> dict[str, Any]:
 
 
 def split_ids(stem: str) -> dict[str, str]:
-    """Slide ids that ``split_fractions = [1, 1, 1]`` (seed 0) puts in each split.
+    """Slide ids that ``split_fractions = THIRDS`` (seed 0) puts in each split.
 
     Three ids of one label are split one per split by a seeded shuffle; the
     ids are named after their split while keeping the order the shuffle saw.
@@ -109,7 +110,7 @@ def split_ids(stem: str) -> dict[str, str]:
     from wsi_dram.data.slide_tasks import SPLITS, stratified_split
 
     placeholders = [(f"{stem}{i}", 1) for i in range(3)]
-    parts = stratified_split(placeholders, [1.0, 1.0, 1.0], 0)
+    parts = stratified_split(placeholders, THIRDS, 0)
     names = [part[0][0] for part in parts]
     return {split: f"{name}_{split}" for split, name in zip(SPLITS, names, strict=True)}
 
@@ -205,7 +206,7 @@ def _train_eval(work: Path, labels: Path, fields: int) -> dict[str, Any]:
     sets = [
         f'task.options.cache_dir="{labels.parent / "cache"}"',
         f'task.options.labels="{labels}"',
-        "task.options.split_fractions=[1.0, 1.0, 1.0]",
+        f"task.options.split_fractions={THIRDS}",
         "task.options.split_seed=0",
         f"task.options.samples_per_epoch={fields}",
         "train.epochs=1",

@@ -115,7 +115,7 @@ cohort, cache = _cohort(work, 2, {side}, seed=5)
 made = time.perf_counter() - t0
 sets = [f'task.options.cache_dir="{{cache}}"',
         f'task.options.labels="{{cohort / "labels.csv"}}"',
-        'task.options.split_fractions=[1.0, 1.0, 0.0]',
+        'task.options.split_fractions=[0.5, 0.5, 0.0]',
         'task.options.samples_per_epoch=128', 'train.batch_size=32',
         'train.epochs=1', 'train.tensorboard=false', 'train.final_test=false']
 config = read_train_config(Path({str(pipeline)!r}), sets)

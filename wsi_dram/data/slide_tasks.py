@@ -149,6 +149,12 @@ def read_options(config: TaskConfig) -> SlideTaskOptions:
         (opts.top_k >= 1, "task.options.top_k must be >= 1"),
         (opts.lesion_merge_um >= 0, "task.options.lesion_merge_um must be >= 0"),
         (len(opts.split_fractions) == 3, "task.options.split_fractions: 3 shares"),
+        (
+            all(0.0 <= f <= 1.0 for f in opts.split_fractions)
+            and sum(opts.split_fractions) <= 1.0 + 1e-9,
+            "task.options.split_fractions: each share in [0, 1], sum <= 1, got "
+            f"{opts.split_fractions}",
+        ),
         (0.0 <= opts.val_fraction < 1.0, "task.options.val_fraction in [0, 1)"),
     ]
     for ok, message in rules:

@@ -146,7 +146,40 @@ def build_task(config: TaskConfig, sensor: SensorSpec) -> Task:
     if config.kind not in _REGISTRY:
         kinds = ", ".join(sorted(_REGISTRY))
         raise ConfigError(f"task.kind = {config.kind!r} is unknown; known: {kinds}")
-    return _REGISTRY[config.kind](config, sensor)
+    task = _REGISTRY[config.kind](config, sensor)
+    if config.kind == "slide_regions":  # fields of side field_size (level-0 px)
+        region: Any = task
+        slides = [s for part in region.slides.values() for s in part]
+        sizes = [(s.cache.width, s.cache.height) for s in slides]
+        warn_oversized_fields(region.opts.field_size, sizes)
+    return task
+
+
+def warn_oversized_fields(field_size: int, sizes: list[tuple[int, int]]) -> bool:
+    """Warn when square fields of side ``field_size`` fit in none of the slides.
+
+    Such fields lie mostly outside every slide (read as padding).
+
+    Args:
+        field_size: Field side in level-0 px.
+        sizes: Level-0 ``(width, height)`` in px of every slide of the cohort.
+
+    Returns:
+        True if the warning was given.
+    """
+    if not sizes or any(field_size <= min(w, h) for w, h in sizes):
+        return False
+    distinct = sorted(set(sizes), key=lambda wh: (min(wh), wh))
+    shown = ", ".join(f"{w} x {h}" for w, h in distinct[-3:])
+    more = f", the largest of {len(distinct)} sizes" if len(distinct) > 3 else ""
+    log.warning(
+        "task.options.field_size = %d px is larger than every slide of the cohort "
+        "(level-0 width x height: %s px%s): each field is mostly outside its slide",
+        field_size,
+        shown,
+        more,
+    )
+    return True
 
 
 def task_options(config: TaskConfig, schema: type[T]) -> T:
