@@ -11,6 +11,7 @@ import numpy as np
 import openslide
 import pytest
 import shapely
+import typer
 from PIL import Image, ImageDraw
 from scipy import ndimage
 from shapely.geometry import Polygon
@@ -233,3 +234,26 @@ def test_cli_writes_a_cohort(tmp_path: Path) -> None:
     ]
     with openslide.OpenSlide(str(out / "synth_000.tif")) as osr:
         assert osr.level_dimensions == ((1024, 1024), (512, 512), (256, 256))
+
+
+def test_cli_refuses_an_unknown_compression_before_writing(tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    result = CliRunner().invoke(
+        app,
+        ["synth", "--out", str(out), "--size", "1024", "1024", "--compression", "lzw"],
+    )
+    assert isinstance(result.exception, DataError)
+    assert str(result.exception) == (
+        "compression 'lzw' is not one of jpeg, zlib, deflate, none"
+    )
+    assert not out.exists()
+
+
+def test_cli_help_lists_exactly_the_accepted_compressions() -> None:
+    from wsi_dram.slides.tiff_writer import _COMPRESSIONS
+
+    command = typer.main.get_command(app)
+    synth = command.commands["synth"]  # type: ignore[attr-defined]
+    (option,) = [p for p in synth.params if p.name == "compression"]
+    assert set(_COMPRESSIONS) == {"jpeg", "zlib", "deflate", "none"}
+    assert option.help.startswith("TIFF tiles: jpeg, zlib, deflate, none ")

@@ -15,6 +15,7 @@ from rich.progress import (
 from rich.table import Table
 
 from wsi_dram.cli.console import make_console
+from wsi_dram.slides.tiff_writer import COMPRESSIONS
 from wsi_dram.synth import SynthSlide, make_cohort
 
 
@@ -32,7 +33,9 @@ def synth(
         0.5, "--tumour-fraction", help="Fraction of slides with tumour."
     ),
     compression: str = typer.Option(
-        "jpeg", "--compression", help="TIFF tiles: jpeg, zlib or none."
+        "jpeg",
+        "--compression",
+        help=f"TIFF tiles: {', '.join(COMPRESSIONS)} (deflate = zlib).",
     ),
     quality: int = typer.Option(90, "--quality", min=1, max=100, help="JPEG quality."),
     workers: int = typer.Option(0, "--workers", min=0, help="Threads (0: all cores)."),

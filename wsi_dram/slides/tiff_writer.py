@@ -47,6 +47,8 @@ Render = Callable[[int, int, int, int, int], np.ndarray]
 Encoded = Callable[[int, int, int, int], Iterator[bytes]]
 
 _COMPRESSIONS = {"jpeg": "jpeg", "zlib": "zlib", "deflate": "zlib", "none": None}
+# The ``compression`` names accepted ("deflate" is another name of "zlib").
+COMPRESSIONS = tuple(_COMPRESSIONS)
 # Uncompressed pyramid size above which the file is written as BigTIFF.
 _BIGTIFF_BYTES = 2**31
 # Tiles rendered ahead of the writer per worker (bounds memory, keeps cores busy).

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_dram.errors import DataError, make_dir
-from wsi_dram.slides.tiff_writer import write_pyramidal_tiff
+from wsi_dram.slides.tiff_writer import COMPRESSIONS, write_pyramidal_tiff
 from wsi_dram.synth.layout import make_layout, write_asap_xml
 from wsi_dram.synth.render import SlideRenderer
 
@@ -176,7 +176,8 @@ def make_cohort(
         seed: Cohort seed; the same seed gives the same files.
         tumour_fraction: Fraction of slides with tumour (rounded to a count).
         mpp: Pixel size (µm/px); nuclei keep their size in micrometres.
-        compression: ``"jpeg"``, ``"zlib"`` or ``"none"``.
+        compression: One of :data:`COMPRESSIONS`: ``"jpeg"``, ``"zlib"`` (or
+            its other name ``"deflate"``) or ``"none"``.
         quality: JPEG quality.
         tile: TIFF tile side (px).
         min_size: Levels are added while the long side exceeds this (px).
@@ -188,7 +189,8 @@ def make_cohort(
         The slides written, in id order.
 
     Raises:
-        DataError: On a size, count, fraction or mpp that cannot make a cohort.
+        DataError: On a size, count, fraction, mpp or compression that cannot
+            make a cohort (checked before anything is written).
     """
     out = Path(out)
     if slides < 1:
@@ -204,6 +206,10 @@ def make_cohort(
         raise DataError(f"tumour fraction must be in [0, 1], got {tumour_fraction}")
     if not 0.05 <= mpp <= 10.0:
         raise DataError(f"mpp must be in [0.05, 10] µm/px, got {mpp}")
+    if compression not in COMPRESSIONS:
+        raise DataError(
+            f"compression {compression!r} is not one of {', '.join(COMPRESSIONS)}"
+        )
     make_dir(out)
 
     digits = max(3, len(str(slides - 1)))
