@@ -99,3 +99,69 @@ def test_lesions_from_points_by_hand() -> None:
     assert lesions_from_points(np.zeros(0), np.zeros((0, 2)), 0.5, 10) == []
     with pytest.raises(ValueError, match="one each"):
         lesions_from_points(conf[:2], points, 0.5)
+
+
+def test_candidates_outside_the_slide_are_clamped_into_it() -> None:
+    from wsi_dram.evaluation.scoring import SlideScores
+
+    # A 4096 x 4096 slide. Field 0 (no evidence glimpse) is centred at
+    # (1072 + 1024, -1040 + 1024) = (2096, -16); field 1's evidence glimpse (the
+    # second) is at (4200.5, 100.7); field 2's at (10.2, 20.9), inside.
+    scores = SlideScores(
+        slide_id="s",
+        width=4096,
+        height=4096,
+        mpp=0.5,
+        probabilities=np.full((1, 1), np.nan, np.float32),
+        origin=(0, 0),
+        stride=2048,
+        field_size=2048,
+        fields=np.array([[1072, -1040, 2048], [3000, 0, 2048], [0, 0, 2048]]),
+        field_probabilities=np.array([0.468781, 0.9, 0.6], np.float32),
+        glimpses=np.array(
+            [
+                [[0.0, 0.0], [0.0, 0.0]],
+                [[3500.0, 50.0], [4200.5, 100.7]],
+                [[10.2, 20.9], [5.0, 5.0]],
+            ]
+        ),
+        evidence=np.array([-1, 1, 0]),
+        glimpse_side=64,
+        pixels_read=0,
+        tissue_pixels=1,
+        score=0.9,
+        aggregate="max",
+        top_k=3,
+        policy="learned",
+    )
+    found = scores.lesions(threshold=0.4, merge_um=10.0)
+    assert [(round(c, 6), x, y) for c, x, y in found] == [
+        (0.9, 4095, 100),
+        (0.6, 10, 20),
+        (0.468781, 2096, 0),
+    ]
+    # Without a slide size the raw (floored) points come back.
+    raw = lesions_from_points(
+        np.array([0.5]), np.array([[3120.0, -16.0]]), threshold=0.4
+    )
+    assert raw == [(0.5, 3120, -16)]
+    assert lesions_from_points(
+        np.array([0.5]), np.array([[3120.0, -16.0]]), 0.4, size_xy=(4096, 4096)
+    ) == [(0.5, 3120, 0)]
+
+
+def test_heatmap_candidates_outside_the_slide_are_clamped_into_it() -> None:
+    from wsi_dram.export.heatmap import Heatmap
+    from wsi_dram.export.lesions import heatmap_lesions
+
+    # Fields of 2048 px every 1024 px from (-2048, 3600): the cells are the
+    # central 1024 px, from (-1536, 4112); cell centres at y = 4624 and
+    # x = -1024 (col 0), 2048 (col 3); both below a 4096 x 4096 slide.
+    probs = np.array([[0.9, np.nan, np.nan, 0.7]], np.float32)
+    heat = Heatmap(probs, (-2048, 3600), 1024, 2048, 4096, 4096, 0.5, "s")
+    assert lesions_from_heatmap(probs, heat.cell_origin, 1024) == [
+        (pytest.approx(0.9), -1024, 4624),
+        (pytest.approx(0.7), 2048, 4624),
+    ]
+    found = heatmap_lesions(heat, threshold=0.5)
+    assert [(x, y) for _, x, y in found] == [(0, 4095), (2048, 4095)]

@@ -26,6 +26,7 @@ def lesions_from_heatmap(
     stride: float,
     threshold: float = 0.5,
     min_distance: int = 1,
+    size_xy: tuple[int, int] | None = None,
 ) -> list[tuple[float, int, int]]:
     """Local maxima of a tumour-probability heatmap as lesion candidates.
 
@@ -44,6 +45,9 @@ def lesions_from_heatmap(
         threshold: Minimum probability of a candidate.
         min_distance: Suppression radius in heatmap cells (>= 0; 0 keeps every
             cell at or above the threshold).
+        size_xy: The slide's level-0 ``(width, height)``; when given, x and y
+            are clamped into ``[0, width - 1] x [0, height - 1]`` (a cell centre
+            beyond the slide's edge becomes the nearest pixel of the slide).
 
     Returns:
         ``(confidence, x, y)`` with x, y the integer level-0 pixel at the centre
@@ -75,13 +79,25 @@ def lesions_from_heatmap(
 
     x0, y0 = origin_xy
     return [
-        (
+        _inside(
             float(values[r, c]),
             int(math.floor(x0 + (c + 0.5) * stride)),
             int(math.floor(y0 + (r + 0.5) * stride)),
+            size_xy,
         )
         for r, c in kept
     ]
+
+
+def _inside(
+    confidence: float, x: int, y: int, size_xy: tuple[int, int] | None
+) -> tuple[float, int, int]:
+    """``(confidence, x, y)`` with x, y clamped into the slide (if its size is
+    given): ``[0, width - 1] x [0, height - 1]`` level-0 px."""
+    if size_xy is not None:
+        x = min(max(x, 0), int(size_xy[0]) - 1)
+        y = min(max(y, 0), int(size_xy[1]) - 1)
+    return confidence, x, y
 
 
 def lesions_from_points(
@@ -89,6 +105,7 @@ def lesions_from_points(
     points_xy: np.ndarray,
     threshold: float = 0.5,
     radius: float = 0.0,
+    size_xy: tuple[int, int] | None = None,
 ) -> list[tuple[float, int, int]]:
     """Lesion candidates from per-field confidences placed at level-0 points.
 
@@ -104,6 +121,10 @@ def lesions_from_points(
         points_xy: (N, 2) level-0 ``(x, y)``.
         threshold: Minimum confidence of a candidate.
         radius: Merge distance in level-0 px (>= 0; 0 keeps every candidate).
+        size_xy: The slide's level-0 ``(width, height)``; when given, x and y
+            are clamped into ``[0, width - 1] x [0, height - 1]`` (a field or
+            glimpse centre beyond the slide's edge becomes the nearest pixel of
+            the slide). Merging uses the unclamped points.
 
     Returns:
         ``(confidence, x, y)`` with x, y floored to integer level-0 px, by
@@ -127,10 +148,11 @@ def lesions_from_points(
                 continue
         kept.append(int(i))
     return [
-        (
+        _inside(
             float(confidence[i]),
             int(math.floor(points[i, 0])),
             int(math.floor(points[i, 1])),
+            size_xy,
         )
         for i in kept
     ]

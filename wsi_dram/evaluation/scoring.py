@@ -137,7 +137,8 @@ class SlideScores:
         """Lesion candidates ``(confidence, x, y)`` level-0 px: every field at or
         above ``threshold`` at its :meth:`lesion_points` point, candidates within
         ``merge_um`` µm merged (see
-        :func:`~wsi_dram.evaluation.lesions.lesions_from_points`)."""
+        :func:`~wsi_dram.evaluation.lesions.lesions_from_points`), x and y
+        clamped into the slide (``[0, width - 1] x [0, height - 1]``)."""
         from wsi_dram.evaluation.lesions import lesions_from_points
 
         return lesions_from_points(
@@ -145,6 +146,7 @@ class SlideScores:
             self.lesion_points(),
             threshold,
             merge_um / self.mpp,
+            size_xy=(self.width, self.height),
         )
 
     @property

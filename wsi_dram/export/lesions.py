@@ -67,7 +67,8 @@ def heatmap_lesions(
         min_distance: Suppression radius in heatmap cells.
 
     Returns:
-        Candidates at cell centres (= field centres), by decreasing confidence.
+        Candidates at cell centres (= field centres) clamped into the slide
+        (``[0, width - 1] x [0, height - 1]``), by decreasing confidence.
     """
     from wsi_dram.evaluation.lesions import lesions_from_heatmap
 
@@ -77,4 +78,5 @@ def heatmap_lesions(
         heatmap.stride,
         threshold=threshold,
         min_distance=min_distance,
+        size_xy=(heatmap.width, heatmap.height),
     )
