@@ -319,6 +319,37 @@ def test_two_files_with_one_slide_id_the_second_fails_naming_both(tmp_path):
     assert rows[0].tissue_mm2 == pytest.approx(tissue, rel=0.1)
 
 
+def test_a_failed_file_does_not_claim_its_slide_id(tmp_path):
+    for folder in "abc":
+        (tmp_path / folder).mkdir()
+    broken = tmp_path / "a" / "x.tif"
+    broken.write_bytes(b"not a slide at all")
+    good = _tissue_tif(tmp_path / "b" / "x.tif")
+    late = _tissue_tif(tmp_path / "c" / "x.tif", inset=50)
+    cache = tmp_path / "cache"
+    rows = preprocess([broken, good, late], cache, options=PreprocessOptions(qc=False))
+    # every source keeps its own row, in input order
+    assert [(r.source, r.status) for r in rows] == [
+        (str(broken), "failed"),
+        (str(good), "done"),
+        (str(late), "failed"),
+    ]
+    assert "duplicate" not in rows[0].error
+    # the third is refused naming the file that was cached, not the broken one
+    assert rows[2].error == (
+        f"{late}: duplicate slide id 'x', also the id of {good} (cached from that "
+        "file); rename one of them"
+    )
+    manifest = read_manifest(cache / "manifest.csv")
+    assert [(r.slide_id, r.source, r.status) for r in manifest] == [
+        ("x", str(good), "done")
+    ]
+    # the store holds b/x.tif's pixels: tissue square 100 px in, not 50
+    tissue = (512 - 200) ** 2 * 0.5**2 / 1e6
+    assert rows[1].tissue_mm2 == pytest.approx(tissue, rel=0.1)
+    assert store.is_complete(cache / "x.ome.zarr")
+
+
 def test_a_truncated_slide_fails_clearly_even_with_mpp(tmp_path):
     whole = _tissue_tif(tmp_path / "whole.tif")
     import tifffile

@@ -746,11 +746,17 @@ def _preprocess_locked(
         client, own_client = connect_scheduler(scheduler), True
     rows: list[ManifestRow] = []
     files = _once_each([Path(source) for source in slides])
-    firsts = duplicate_ids(files)
+    # slide id -> the file of this run it was cached from (done or skipped).
+    # Slide ids key the cache (<slide_id>.ome.zarr) and the manifest, so two
+    # files with one id cannot both be cached: files are taken in input order
+    # and a later one is refused only if an earlier one was cached; after a
+    # failed one, the next file with its id is cached and the manifest keeps it.
+    cached_from: dict[str, Path] = {}
     try:
-        for source, first in zip(files, firsts, strict=True):
+        for source in files:
+            first = cached_from.get(source.stem)
             if first is not None:
-                # not in the manifest: its row is the first file's (same id)
+                # not in the manifest: the id's row is the cached file's
                 row = ManifestRow(
                     slide_id=source.stem,
                     source=str(source),
@@ -765,6 +771,8 @@ def _preprocess_locked(
                 row = preprocess_slide(
                     source, cache_dir, ann, options, client, progress
                 )
+                if row.status != "failed":
+                    cached_from[source.stem] = source
                 try:
                     update_manifest(cache_dir, [row])
                 except OSError as exc:
@@ -794,18 +802,3 @@ def _once_each(files: list[Path]) -> list[Path]:
         seen.add(key)
         kept.append(path)
     return kept
-
-
-def duplicate_ids(files: list[Path]) -> list[Path | None]:
-    """For each file, the earlier file with the same slide id (file stem), or None.
-
-    Slide ids key the cache (``<slide_id>.ome.zarr``) and the manifest, so two
-    files with one id (``a/x.tif``, ``b/x.tif``) cannot both be cached: the first
-    in input order is, the later ones fail naming it.
-    """
-    first: dict[str, Path] = {}
-    out: list[Path | None] = []
-    for path in files:
-        out.append(first.get(path.stem))
-        first.setdefault(path.stem, path)
-    return out
