@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from wsi_dram.config import Origin, config_to_dict, load_config
 from wsi_dram.config import build_section as _build_section
-from wsi_dram.config import config_to_dict, load_config
 from wsi_dram.data.tasks import SensorSpec, TaskConfig
 from wsi_dram.errors import ConfigError
 from wsi_dram.model.dram import ModelConfig
@@ -88,68 +88,125 @@ class TrainConfig:
 def read_train_config(
     path: Path | None, overrides: list[str] | None = None
 ) -> TrainConfig:
-    """Read a training config; see :func:`wsi_dram.config.load_config`."""
+    """Read a training config; see :func:`wsi_dram.config.load_config`.
+
+    Raises:
+        ConfigError: As :func:`~wsi_dram.config.load_config`, or a value out of
+            range; the error names the ``--set`` override that gave the value,
+            else the file.
+    """
     config = load_config(path, TrainConfig, overrides)
-    _check(config, str(path) if path else "<defaults>")
+    given = {item.partition("=")[0].strip(): item for item in overrides or []}
+    _check(config, Origin(str(path) if path else "<defaults>", given))
     return config
 
 
 def config_from_dict(data: dict[str, Any], source: str) -> TrainConfig:
     """Rebuild a config from :func:`config_to_dict` data (e.g. in a checkpoint)."""
     config = _build_section(TrainConfig, data, source, "")
-    _check(config, source)
+    _check(config, Origin(source))
     return config
 
 
-def _check(config: TrainConfig, source: str) -> None:
+def _check(config: TrainConfig, origin: Origin) -> None:
+    """Range rules; each names the keys it reads (the first one a ``--set``
+    override gave is blamed, else the file)."""
     m, t = config.model, config.train
-    rules = [
-        (m.glimpses >= 1, "model.glimpses must be >= 1"),
-        (m.glimpse_size >= 1, "model.glimpse_size must be >= 1"),
-        (m.scales >= 1, "model.scales must be >= 1"),
-        (m.layers in (1, 2), "model.layers must be 1 (RAM) or 2 (DRAM)"),
-        (m.sigma > 0, "model.sigma must be > 0"),
+    rules: list[tuple[bool, tuple[str, ...], str]] = [
+        (m.glimpses >= 1, ("model.glimpses",), "model.glimpses must be >= 1"),
+        (
+            m.glimpse_size >= 1,
+            ("model.glimpse_size",),
+            "model.glimpse_size must be >= 1",
+        ),
+        (m.scales >= 1, ("model.scales",), "model.scales must be >= 1"),
+        (
+            m.layers in (1, 2),
+            ("model.layers",),
+            "model.layers must be 1 (RAM) or 2 (DRAM)",
+        ),
+        (m.sigma > 0, ("model.sigma",), "model.sigma must be > 0"),
         (
             m.first != "context" or m.context,
+            ("model.first", "model.context"),
             'model.first = "context" needs model.context = true',
         ),
-        (not m.context or m.context_size >= 1, "model.context_size must be >= 1"),
+        (
+            not m.context or m.context_size >= 1,
+            ("model.context_size", "model.context"),
+            "model.context_size must be >= 1",
+        ),
         (
             m.emission != "spatial" or m.context,
+            ("model.emission", "model.context"),
             'model.emission = "spatial" needs model.context = true',
         ),
         (
             m.emission != "spatial"
             or m.glimpses
             <= context_feature_side(m.context_size, len(m.context_channels)) ** 2,
+            (
+                "model.glimpses",
+                "model.emission",
+                "model.context_size",
+                "model.context_channels",
+            ),
             'model.emission = "spatial": model.glimpses exceeds the cells of the '
             "context feature map (model.context_size halved per context conv "
             "layer while >= 8, squared)",
         ),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.epochs >= 1, "train.epochs must be >= 1"),
-        (t.eval_samples >= 1, "train.eval_samples must be >= 1"),
-        (t.threads >= 0, "train.threads must be >= 0 (0: torch's default)"),
-        (config.optim.lr > 0, "optim.lr must be > 0"),
+        (t.batch_size >= 1, ("train.batch_size",), "train.batch_size must be >= 1"),
+        (t.epochs >= 1, ("train.epochs",), "train.epochs must be >= 1"),
+        (
+            t.eval_samples >= 1,
+            ("train.eval_samples",),
+            "train.eval_samples must be >= 1",
+        ),
+        (
+            t.threads >= 0,
+            ("train.threads",),
+            "train.threads must be >= 0 (0: torch's default)",
+        ),
+        (config.optim.lr > 0, ("optim.lr",), "optim.lr must be > 0"),
     ]
-    for ok, message in rules:
+    for ok, keys, message in rules:
         if not ok:
-            raise ConfigError(message, source)
+            blamed = [origin.of(k) for k in keys if origin.of(k) != origin.file]
+            raise ConfigError(message, blamed[0] if blamed else origin.file)
 
 
 def incompatible_keys(a: TrainConfig, b: TrainConfig) -> list[str]:
     """Keys of ``[model]`` and ``[task]`` (except paths) on which two configs differ.
 
     These decide whether a checkpoint fits a configuration; the rest (epochs,
-    learning rate, output folder) may change on resume.
+    learning rate, output folder) may change on resume. Tables (such as
+    ``task.options``) are compared key by key, so each entry names one leaf:
+    ``task.options.samples_per_epoch (64 vs 32)``; a key set on one side only
+    shows ``unset`` on the other.
     """
     da, db = config_to_dict(a), config_to_dict(b)
-    diffs = []
+    diffs: list[str] = []
     for section in ("model", "task"):
-        for key in sorted(set(da[section]) | set(db[section])):
-            if key in ("data_dir", "download"):
-                continue
-            va, vb = da[section].get(key), db[section].get(key)
-            if va != vb:
-                diffs.append(f"{section}.{key} ({va!r} vs {vb!r})")
+        sa = {k: v for k, v in da[section].items() if k not in _RESUME_FREE}
+        sb = {k: v for k, v in db[section].items() if k not in _RESUME_FREE}
+        _diff_tables(sa, sb, section, diffs)
     return diffs
+
+
+# [task] keys that may change on resume (where the data lives, not what it is).
+_RESUME_FREE = ("data_dir", "download")
+_UNSET = object()
+
+
+def _diff_tables(
+    a: dict[str, Any], b: dict[str, Any], prefix: str, out: list[str]
+) -> None:
+    """Append ``prefix.key (a vs b)`` for each differing leaf, recursing into
+    tables present on both sides."""
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, _UNSET), b.get(key, _UNSET)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            _diff_tables(va, vb, f"{prefix}.{key}", out)
+        elif va != vb:
+            shown = ["unset" if v is _UNSET else repr(v) for v in (va, vb)]
+            out.append(f"{prefix}.{key} ({shown[0]} vs {shown[1]})")
