@@ -133,6 +133,21 @@ def test_missing_path_is_one_error_line(
     assert not (tiny["root"] / "o2").exists()  # nothing scored before the error
 
 
+def test_a_garbage_checkpoint_leaves_no_output_folder(
+    tiny: dict[str, Path], monkeypatch: Any, capfd: Any
+) -> None:
+    garbage = tiny["root"] / "garbage.pt"
+    garbage.write_bytes(b"this is not a torch checkpoint")
+    out = tiny["root"] / "HG"
+    cache = tiny["root"] / "HG_cache"
+    code, err = run_main(
+        monkeypatch, capfd, "heatmap", str(tiny["slide"]),
+        "--checkpoint", str(garbage), "--out", str(out), "--cache", str(cache),
+    )  # fmt: skip
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {garbage}: ")
+    assert not out.exists() and not cache.exists()
+
+
 def test_out_under_a_regular_file_is_one_error_line(
     tiny: dict[str, Path], monkeypatch: Any, capfd: Any
 ) -> None:

@@ -237,10 +237,11 @@ def register(app: typer.Typer) -> None:
 
         chosen = parse_formats(formats)
         slides = expand_sources(sources)
+        # The checkpoint first: a bad one leaves no output folder behind.
+        model = load_heatmap_model(checkpoint, stride)
         check_writable(out)
         if cache is not None and any(not is_store(p) for p in slides):
             check_writable(cache, "cache folder")
-        model = load_heatmap_model(checkpoint, stride)
         console = make_console(stderr=True)
         columns = (
             TextColumn("{task.description}"),
