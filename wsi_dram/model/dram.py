@@ -54,7 +54,8 @@ class ModelConfig:
         hidden_where: width of the "where" MLP.
         conv_channels: 3x3 conv layers of the "what" path (empty: fully connected).
         context_channels: 3x3 conv layers of the context network.
-        sigma: fixed standard deviation of the Gaussian policy, ``[-1, 1]`` units.
+        sigma: fixed standard deviation of the Gaussian policy, ``[-1, 1]`` units
+            (``emission = "gaussian"`` only).
         detach_core: keep the REINFORCE gradient out of the "what" system (the
             glimpse network, the lower layer and the classifier), which the
             cross-entropy alone then trains. With 2 layers the upper layer reads
