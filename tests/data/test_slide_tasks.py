@@ -213,3 +213,61 @@ def test_centred_tumour_fields_have_tumour_near_their_centre(
     assert (tumour[:, 1:3] % task.step != 0).any()
     with pytest.raises(ConfigError, match="centred_tumour"):
         _task(slide_cohort, centred_tumour=1.5)
+
+
+class _Spotted:
+    """A stand-in slide: 40 x 40 thumbnail (8 level-0 px per px) of pale tissue
+    on the left half, white glass on the right, one dark 4 x 4 px spot in the
+    tissue at rows 10-13, columns 6-9, and a darker ink mark on the glass."""
+
+    mpp = 2.0  # sigma = 25 µm / 2 µm / 8 = 1.56 thumbnail px
+
+    def thumbnail(self) -> tuple[np.ndarray, float]:
+        rgb = np.full((40, 40, 3), 255, np.uint8)
+        rgb[:, :20] = (220, 170, 200)
+        rgb[10:14, 6:10] = (120, 60, 110)
+        rgb[30:34, 30:34] = (20, 20, 120)  # ink on glass: not tissue
+        return rgb, 8.0
+
+    def tissue_mask(self) -> tuple[np.ndarray, float]:
+        mask = np.zeros((20, 20), bool)  # 16 level-0 px per mask px
+        mask[:, :10] = True
+        return mask, 16.0
+
+
+def test_dark_tissue_is_the_dense_spot_not_the_ink() -> None:
+    from wsi_dram.data.slide_tasks import _dark_tissue
+
+    px = _dark_tissue(_Spotted(), quantile=16 / 800)  # 16 of the 800 tissue px
+    assert len(px) == 16
+    # level-0 centres (col * 8 + 4, row * 8 + 4): the smoothed minimum is the
+    # spot's 4 x 4 core, rows 10-13 and columns 6-9
+    cols, rows = (px[:, 0] - 4) // 8, (px[:, 1] - 4) // 8
+    assert set(rows.tolist()) == {10, 11, 12, 13}
+    assert set(cols.tolist()) == {6, 7, 8, 9}
+
+
+def test_hard_normal_fields_are_centred_on_dark_tissue_and_normal(
+    slide_cohort: SlideCohort,  # noqa: F811
+) -> None:
+    from wsi_dram.data.slide_tasks import _label_of
+
+    task = _task(slide_cohort, samples_per_epoch=64, hard_normal=1.0)
+    fields = task.fields_of("train")
+    dark = [f.dark_px for f in fields]
+    assert all(len(d) > 0 for d in dark)
+    rng = np.random.default_rng(0)
+    hard = task._around(fields, dark, 40, 0, rng).astype(np.int64)
+    assert 0 < len(hard) <= 40  # fields that would hold tumour are dropped
+    for index, x0, y0, label in hard.tolist():
+        assert label == 0
+        assert _label_of(fields[index], np.array([[x0, y0]]), task.opts)[0] == 0
+        # centred within field / 8 = 64 px (per axis) of a dark tissue pixel
+        centre = np.array([x0 + 256, y0 + 256])
+        assert np.abs(dark[index] - centre).max(axis=1).min() <= 64 + 1
+    # the training draw takes its normal fields from them first
+    items = task.items("train", epoch=0, seed=3)
+    assert int((items[:, 3] == 0).sum()) == 32
+    # without the option no slide computes dark pixels
+    plain = _task(slide_cohort, samples_per_epoch=64)
+    assert all(len(f.dark_px) == 0 for f in plain.fields_of("train"))

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 from torch import Tensor
 
 from wsi_dram.cache.store import CachedSlide, open_cache
@@ -82,6 +83,13 @@ class SlideTaskOptions:
             anywhere on the grid. Centred fields teach the "what" path the tumour
             early, while the glimpses still land near the centre; off-centre ones
             reward the policy for finding it.
+        hard_normal: Share of the training normal fields centred (within
+            ``field_size / 8``) on the darkest tissue at low power (the darkest
+            ``hard_quantile`` of the tissue pixels of the coarsest level): hard
+            negatives, normal regions that look like tumour at low power (dense
+            lymphoid tissue), so that the "what" path learns what tells them
+            apart. The others lie anywhere on the tissue.
+        hard_quantile: See ``hard_normal``.
         eval_fields_per_slide: Fixed val/test fields per slide (region accuracy).
         base_level: Finest cache level a glimpse reads.
         score_stride: Level-0 px between scored fields (0: ``field_size``).
@@ -110,6 +118,8 @@ class SlideTaskOptions:
     tumor_fraction: float = 0.05
     samples_per_epoch: int = 2048
     centred_tumour: float = 0.0
+    hard_normal: float = 0.0
+    hard_quantile: float = 0.02
     eval_fields_per_slide: int = 8
     base_level: int = 0
     score_stride: int = 0
@@ -144,6 +154,8 @@ def read_options(config: TaskConfig) -> SlideTaskOptions:
         (opts.field_size >= 64, "task.options.field_size must be >= 64"),
         (0.0 <= opts.tumor_fraction < 1.0, "task.options.tumor_fraction in [0, 1)"),
         (0.0 <= opts.centred_tumour <= 1.0, "task.options.centred_tumour in [0, 1]"),
+        (0.0 <= opts.hard_normal <= 1.0, "task.options.hard_normal in [0, 1]"),
+        (0.0 < opts.hard_quantile <= 1.0, "task.options.hard_quantile in (0, 1]"),
         (opts.samples_per_epoch >= 2, "task.options.samples_per_epoch must be >= 2"),
         (opts.aggregate in ("max", "topk"), 'task.options.aggregate: "max"|"topk"'),
         (opts.top_k >= 1, "task.options.top_k must be >= 1"),
@@ -306,6 +318,29 @@ class _SlideFields:
     tumour_px: np.ndarray = field(  # (R, 2) level-0 (x, y) centres of label px
         default_factory=lambda: np.zeros((0, 2), np.int64)
     )
+    dark_px: np.ndarray = field(  # (S, 2) level-0 (x, y) of the darkest tissue
+        default_factory=lambda: np.zeros((0, 2), np.int64)
+    )
+
+
+def _dark_tissue(slide: CachedSlide, quantile: float) -> np.ndarray:
+    """(S, 2) level-0 ``(x, y)`` centres of the coarsest level's pixels that are
+    tissue and among the darkest ``quantile`` of the tissue (mean of R, G, B,
+    smoothed over about 25 µm)."""
+    rgb, ds = slide.thumbnail()
+    mask, d = slide.tissue_mask()
+    rows, cols = np.mgrid[0 : rgb.shape[0], 0 : rgb.shape[1]]
+    my = np.minimum(((rows + 0.5) * ds / d).astype(np.int64), mask.shape[0] - 1)
+    mx = np.minimum(((cols + 0.5) * ds / d).astype(np.int64), mask.shape[1] - 1)
+    tissue = mask[my, mx]
+    if not tissue.any():
+        return np.zeros((0, 2), np.int64)
+    # smoothed over about 25 µm, so that a dense region outranks pixel noise
+    sigma = max(25.0 / slide.mpp / ds, 0.5)
+    grey = ndimage.gaussian_filter(rgb.astype(np.float32).mean(axis=2), sigma)
+    cut = np.quantile(grey[tissue], quantile)
+    r, c = np.nonzero(tissue & (grey <= cut))
+    return (np.stack([c, r], axis=1) * ds + ds / 2).astype(np.int64)
 
 
 def _region_fields(
@@ -314,9 +349,14 @@ def _region_fields(
     tiles = read_tiles(Path(cache_dir) / f"{slide.slide_id}.h5")
     side = tiles.patch_size * 2**tiles.patch_level
     centres = tiles.coords + side // 2  # (Q, 2)
+    dark = (
+        _dark_tissue(slide, opts.hard_quantile)
+        if opts.hard_normal > 0
+        else np.zeros((0, 2), np.int64)
+    )
     tumour_mask = slide.tumor_mask()
     if tumour_mask is None or not tumour_mask[0].any():
-        return _SlideFields(np.zeros((0, 2), np.int64), centres, None)
+        return _SlideFields(np.zeros((0, 2), np.int64), centres, None, dark_px=dark)
     integral = _Integral(*tumour_mask)
     f = opts.field_size
     xs = np.arange(-f + step, slide.width, step, dtype=np.int64)
@@ -329,7 +369,7 @@ def _region_fields(
     rows, cols = np.nonzero(mask)
     tumour_px = (np.stack([cols, rows], axis=1) * d + d / 2).astype(np.int64)
     return _SlideFields(
-        origins[frac > opts.tumor_fraction], centres, integral, tumour_px
+        origins[frac > opts.tumor_fraction], centres, integral, tumour_px, dark
     )
 
 
@@ -452,10 +492,19 @@ class RegionTask:
             owner, pool = _pooled([f.tumour for f in fields])
             pick = rng.integers(0, len(pool), n_grid)
             parts.append(np.column_stack([owner[pick], pool[pick], np.ones(n_grid)]))
+        hard = self._around(
+            fields,
+            [f.dark_px for f in fields],
+            round((n - n_pos) * self.opts.hard_normal),
+            0,
+            rng,
+        )
+        parts.append(hard)
         weights = np.array([len(f.tissue) for f in fields], np.float64)
         if weights.sum() == 0:
             raise DataError(f"no tissue tile in the {split} split", self.opts.cache_dir)
-        slide_of = rng.choice(len(fields), n - n_pos, p=weights / weights.sum())
+        n_neg = n - n_pos - len(hard)
+        slide_of = rng.choice(len(fields), n_neg, p=weights / weights.sum())
         for i in np.unique(slide_of):
             k = int((slide_of == i).sum())
             origins = _normal_origins(fields[i], k, self.opts, self.step, rng)
@@ -473,7 +522,20 @@ class RegionTask:
         self, fields: list[_SlideFields], n: int, rng: np.random.Generator
     ) -> np.ndarray:
         """Up to n (slide, x0, y0, 1) tumour fields centred near tumour pixels."""
-        owner, pool = _pooled([f.tumour_px for f in fields])
+        return self._around(fields, [f.tumour_px for f in fields], n, 1, rng)
+
+    def _around(
+        self,
+        fields: list[_SlideFields],
+        points: list[np.ndarray],
+        n: int,
+        label: int,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Up to n (slide, x0, y0, label) fields centred within ``field_size / 8``
+        of points drawn from the slides' (k, 2) level-0 ``points``; fields whose
+        own label is not ``label`` are dropped."""
+        owner, pool = _pooled(points)
         if n == 0 or len(pool) == 0:
             return np.zeros((0, 4))
         f = self.opts.field_size
@@ -484,8 +546,8 @@ class RegionTask:
         keep = np.zeros(n, bool)
         for i in np.unique(slide_of):
             mine = slide_of == i
-            keep[mine] = _label_of(fields[i], origins[mine], self.opts) == 1
-        return np.column_stack([slide_of, origins, np.ones(n)])[keep]
+            keep[mine] = _label_of(fields[i], origins[mine], self.opts) == label
+        return np.column_stack([slide_of, origins, np.full(n, label)])[keep]
 
     def _fixed_items(self, split: str) -> np.ndarray:
         parts = [np.zeros((0, 4), np.int64)]
