@@ -56,7 +56,7 @@ class DemoSettings:
         mnist_subset: Training images of the short MNIST check (0: all).
     """
 
-    slides: int = 24
+    slides: int = 48
     side: int = 8192
     mnist_epochs: int = 3
     mnist_subset: int = 0
