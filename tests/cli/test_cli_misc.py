@@ -29,18 +29,18 @@ def test_default_report_path(
     assert path == Path(expected) / "report.json"
 
 
-def test_evaluate_without_out_writes_beside_the_run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _stub_evaluation(
+    monkeypatch: pytest.MonkeyPatch, ckpt: Path, per_class: dict[str, float]
 ) -> None:
-    """The evaluation itself is stubbed: only where the report lands is tested."""
+    """An empty checkpoint file at ``ckpt`` whose evaluation is stubbed: the
+    loading, the task and ``evaluate_model`` (one image, accuracy 1 and
+    ``per_class`` accuracies); only what the command does with the report runs."""
     import wsi_dram.data.tasks as tasks
     import wsi_dram.evaluation.classification as classification
     import wsi_dram.training.checkpoints as checkpoints
     import wsi_dram.training.trainer as trainer
 
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    ckpt = run / "checkpoints" / "best.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(b"")
     train_cfg = SimpleNamespace(device="cpu", seed=0, eval_batch_size=8)
     cfg = SimpleNamespace(train=train_cfg, task=SimpleNamespace(), sensor_spec=dict)
@@ -51,14 +51,23 @@ def test_evaluate_without_out_writes_beside_the_run(
     monkeypatch.setattr(tasks, "build_task", lambda task_cfg, spec: task)
     report: dict[str, Any] = {
         "n": 1,
-        "per_class_accuracy": {"0": 1.0},
-        "per_class_accuracy_m1": {"0": 1.0},
+        "per_class_accuracy": dict(per_class),
+        "per_class_accuracy_m1": dict(per_class),
         "accuracy": 1.0,
         "accuracy_m1": 1.0,
         "error": 0.0,
         "error_m1": 0.0,
     }
     monkeypatch.setattr(classification, "evaluate_model", lambda *a: dict(report))
+
+
+def test_evaluate_without_out_writes_beside_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation itself is stubbed: only where the report lands is tested."""
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "best.pt"
+    _stub_evaluation(monkeypatch, ckpt, {"0": 1.0})
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(
         app, ["evaluate", "--checkpoint", str(ckpt), "--policy", "random"]
@@ -119,30 +128,8 @@ def test_evaluate_writes_strict_json_for_an_absent_class(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A class absent from the split has a NaN accuracy: written as null."""
-    import wsi_dram.data.tasks as tasks
-    import wsi_dram.evaluation.classification as classification
-    import wsi_dram.training.checkpoints as checkpoints
-    import wsi_dram.training.trainer as trainer
-
     ckpt = tmp_path / "best.pt"
-    ckpt.write_bytes(b"")
-    train_cfg = SimpleNamespace(device="cpu", seed=0, eval_batch_size=8)
-    cfg = SimpleNamespace(train=train_cfg, task=SimpleNamespace(), sensor_spec=dict)
-    model = SimpleNamespace(to=lambda device: None)
-    monkeypatch.setattr(checkpoints, "load_model", lambda path: (model, cfg, None))
-    monkeypatch.setattr(trainer, "pick_device", lambda device: "cpu")
-    task = SimpleNamespace(size=lambda split: 1, slide_level=False)
-    monkeypatch.setattr(tasks, "build_task", lambda task_cfg, spec: task)
-    report: dict[str, Any] = {
-        "n": 1,
-        "per_class_accuracy": {"0": 1.0, "1": float("nan")},
-        "per_class_accuracy_m1": {"0": 1.0, "1": float("nan")},
-        "accuracy": 1.0,
-        "accuracy_m1": 1.0,
-        "error": 0.0,
-        "error_m1": 0.0,
-    }
-    monkeypatch.setattr(classification, "evaluate_model", lambda *a: dict(report))
+    _stub_evaluation(monkeypatch, ckpt, {"0": 1.0, "1": float("nan")})
     out = tmp_path / "report.json"
     result = CliRunner().invoke(
         app, ["evaluate", "--checkpoint", str(ckpt), "--out", str(out)]
