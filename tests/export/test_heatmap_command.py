@@ -197,6 +197,12 @@ def test_non_slide_checkpoint_rejected(tmp_path: Path) -> None:
 def test_bad_options(checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="stride"):
         load_heatmap_model(checkpoint, stride=0)
+    field = load_heatmap_model(checkpoint).options.field_size
+    assert load_heatmap_model(checkpoint, stride=field).options.stride == field
+    with pytest.raises(
+        ConfigError, match=f"larger than the model's fields \\({field} px"
+    ):
+        load_heatmap_model(checkpoint, stride=field + 1)
     with pytest.raises(ConfigError, match="unknown format"):
         run_heatmap(tmp_path / "x.svs", checkpoint, tmp_path, formats=["pdf"])
     result = CliRunner().invoke(

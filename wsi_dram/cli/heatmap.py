@@ -195,7 +195,8 @@ def register(app: typer.Typer) -> None:
             None,
             "--stride",
             min=1,
-            help="Level-0 px between scored fields (default: the checkpoint's).",
+            help="Level-0 px between scored fields, at most the field size "
+            "(default: the checkpoint's).",
         ),
         formats: str = typer.Option(
             ",".join(ALL_FORMATS), "--formats", help="Outputs to write, or all."

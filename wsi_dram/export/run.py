@@ -82,12 +82,19 @@ class HeatmapModel:
         """This model scoring on a grid ``stride`` level-0 px apart (None: same).
 
         Raises:
-            ConfigError: When ``stride`` is not positive.
+            ConfigError: When ``stride`` is not positive, or larger than a field
+                (the grid would leave gaps).
         """
         if stride is None:
             return self
         if stride < 1:
             raise ConfigError(f"--stride must be a positive number of px, got {stride}")
+        if not self.options.whole_slide and stride > self.options.field_size:
+            raise ConfigError(
+                f"--stride {stride} px is larger than the model's fields "
+                f"({self.options.field_size} px): the fields would leave tissue "
+                f"between them unread; use at most {self.options.field_size}"
+            )
         return replace(self, options=replace(self.options, stride=int(stride)))
 
 
