@@ -39,7 +39,8 @@ def _one_path_states(monkeypatch: pytest.MonkeyPatch, samples: int) -> list[str]
 
     monkeypatch.setattr(classification, "predict_log_probs", fake)
     model = torch.nn.Linear(1, 1)
-    report = classification.evaluate_model(model, _Task(), "test", samples, seed=3)  # type: ignore[arg-type]
+    task: Any = _Task()
+    report = classification.evaluate_model(model, task, "test", samples, seed=3)
     assert report["n"] == 12
     return states
 

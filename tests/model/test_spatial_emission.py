@@ -52,17 +52,17 @@ def test_sampling_is_uniform_over_unvisited_cells_when_scores_are_equal() -> Non
     visited = torch.zeros(4000, 4, dtype=torch.bool)
     visited[:, 0] = True
     gen = torch.Generator().manual_seed(0)
-    l, log_pi, cell = net(h, features, visited, sample=True, generator=gen)  # noqa: E741
+    loc, log_pi, cell = net(h, features, visited, sample=True, generator=gen)
     # three cells left, each with probability 1/3
     torch.testing.assert_close(log_pi, torch.full((4000,), math.log(1 / 3)))
     counts = torch.bincount(cell, minlength=4)
     assert int(counts[0]) == 0
     assert all(abs(int(c) - 4000 / 3) < 150 for c in counts[1:])  # ~6 sd
     # each location lies inside its cell: col = floor((x + 1) / 1), row likewise
-    col = ((l[:, 0] + 1) / 1.0).floor().clamp(max=1).long()
-    row = ((l[:, 1] + 1) / 1.0).floor().clamp(max=1).long()
+    col = ((loc[:, 0] + 1) / 1.0).floor().clamp(max=1).long()
+    row = ((loc[:, 1] + 1) / 1.0).floor().clamp(max=1).long()
     assert torch.equal(row * 2 + col, cell)
-    assert float(l.std(dim=0).min()) > 0.4  # jittered within cells, not centres
+    assert float(loc.std(dim=0).min()) > 0.4  # jittered within cells, not centres
 
 
 def _model(glimpses: int) -> DRAM:

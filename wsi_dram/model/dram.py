@@ -218,13 +218,13 @@ class DRAM(nn.Module):
                 f = features.detach() if emission_only else features
                 if visited is None:
                     visited = f.new_zeros(b, f.shape[2] * f.shape[3], dtype=torch.bool)
-                l, log_pi, cell = self.emission(top, f, visited, sample, generator)  # noqa: E741
+                loc, log_pi, cell = self.emission(top, f, visited, sample, generator)
                 visited = visited.scatter(1, cell[:, None], True)
             else:
-                l, log_pi, _ = self.emission(top, sample, generator)  # noqa: E741
+                loc, log_pi, _ = self.emission(top, sample, generator)
             log_pis.append(log_pi)
             baselines.append(self.baseline(state[-1][0]))
-            return l
+            return loc
 
         for t in range(cfg.glimpses):
             if policy == "random":
