@@ -186,6 +186,17 @@ def test_blank_slide_fails_without_a_store(tmp_path):
     assert not (tmp_path / "blank_slide.h5").exists()
 
 
+def test_a_file_given_as_the_cache_folder_is_named_a_file(tmp_path):
+    from wsi_dram.errors import CacheError
+
+    not_a_folder = tmp_path / "slide.tif"
+    not_a_folder.write_bytes(b"not a folder")
+    with pytest.raises(CacheError, match="is a file, not a folder") as info:
+        preprocess([tmp_path / "any.tif"], not_a_folder)
+    assert str(not_a_folder) in str(info.value)
+    assert not_a_folder.read_bytes() == b"not a folder"
+
+
 def test_missing_mpp_fails_with_the_way_to_supply_it(tmp_path):
     path = need(CASES / "mpp-missing/no_resolution.tif")
     rows = preprocess([path], tmp_path)

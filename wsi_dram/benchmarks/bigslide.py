@@ -19,7 +19,7 @@ as its own process with one torch thread:
   ``FIELDS`` balanced fields (memory, not accuracy, is measured), validating on
   the small slide;
 - ``wsi-dram evaluate --checkpoint last.pt --split test``: scores every tissue
-  field of the test slide on the pipeline's grid (1024 px fields, stride 768),
+  field of the test slide on the pipeline's grid (its field size and stride),
   then the val slide for the threshold, and writes lesions and the FROC.
 
 Peak RSS is the command's ``ru_maxrss`` from ``wait4``. Linux carries a peak

@@ -194,6 +194,8 @@ def _cannot_write(exc: OSError, cache_dir: Path) -> bool:
 def _check_writable(cache_dir: Path) -> None:
     """Create ``cache_dir`` and prove it writable, or raise :class:`CacheError`."""
     probe = cache_dir / f".wsi_dram_write_test.{os.getpid()}"
+    if cache_dir.exists() and not cache_dir.is_dir():
+        raise CacheError("the cache folder is a file, not a folder", cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
