@@ -344,14 +344,20 @@ def _dark_tissue(slide: CachedSlide, quantile: float) -> np.ndarray:
 
 
 def _region_fields(
-    slide: CachedSlide, cache_dir: Path, opts: SlideTaskOptions, step: int
+    slide: CachedSlide,
+    cache_dir: Path,
+    opts: SlideTaskOptions,
+    step: int,
+    hard: bool = False,
 ) -> _SlideFields:
+    """Candidate fields of one slide; ``hard`` also finds its dark tissue (the
+    hard-negative centres, needed by training draws only)."""
     tiles = read_tiles(Path(cache_dir) / f"{slide.slide_id}.h5")
     side = tiles.patch_size * 2**tiles.patch_level
     centres = tiles.coords + side // 2  # (Q, 2)
     dark = (
         _dark_tissue(slide, opts.hard_quantile)
-        if opts.hard_normal > 0
+        if hard and opts.hard_normal > 0
         else np.zeros((0, 2), np.int64)
     )
     tumour_mask = slide.tumor_mask()
@@ -451,7 +457,13 @@ class RegionTask:
         """Candidate fields of every slide of ``split`` (computed once)."""
         if split not in self._fields:
             self._fields[split] = [
-                _region_fields(s.cache, self.opts.cache_dir, self.opts, self.step)
+                _region_fields(
+                    s.cache,
+                    self.opts.cache_dir,
+                    self.opts,
+                    self.step,
+                    hard=split == "train",
+                )  # fmt: skip
                 for s in self.slides[split]
             ]
         return self._fields[split]
