@@ -53,22 +53,20 @@ def test_training_logs_slide_auc_and_selects_by_it(trained: Path) -> None:
     assert lines[-1]["best_epoch"] == best_epoch
 
 
+def _evaluate(run: Path, split: str, out: Path) -> Any:
+    """``wsi-dram evaluate`` of the run's best.pt on ``split`` into ``out``."""
+    checkpoint = str(run / "checkpoints" / "best.pt")
+    return CliRunner().invoke(
+        app,
+        ["evaluate", "--checkpoint", checkpoint, "--split", split, "--out", str(out)],
+    )
+
+
 def test_evaluate_reproduces_the_validation_figures(trained: Path) -> None:
     lines = _metrics(trained)
     best = max(lines, key=lambda line: (line["val_selection"], -line["epoch"]))
     report_path = trained / "eval" / "report.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(trained / "checkpoints" / "best.pt"),
-            "--split",
-            "val",
-            "--out",
-            str(report_path),
-        ],  # fmt: skip
-    )
+    result = _evaluate(trained, "val", report_path)
     assert result.exit_code == 0, result.output
     report = json.loads(report_path.read_text())
     assert report["n_slides"] == 2
@@ -158,18 +156,7 @@ def test_an_empty_test_split_skips_the_final_test(
 
 def test_evaluate_an_empty_split_is_one_error_naming_it(trained: Path) -> None:
     out = trained / "eval_empty" / "report.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "evaluate",
-            "--checkpoint",
-            str(trained / "checkpoints" / "best.pt"),
-            "--split",
-            "test",
-            "--out",
-            str(out),
-        ],  # fmt: skip
-    )
+    result = _evaluate(trained, "test", out)
     assert isinstance(result.exception, DataError)
     assert "the test split is empty" in str(result.exception)
     assert not out.exists()
